@@ -1,0 +1,5 @@
+import sys
+
+from runtime_shim.cli import main
+
+sys.exit(main())
