@@ -1,0 +1,282 @@
+"""``hetmig-hook``: the OCI hook (runc config.json ``hooks``, podman hooks.d) and
+its ``jail`` mode for jail(8) ``exec.*`` commands.
+
+OCI mode::
+
+    hetmig-hook [--state-dir DIR] [--sync] [STAGE]    < OCI state JSON
+
+STAGE is the OCI hook stage (``createRuntime``, ``poststop``, ...); when it is
+omitted the stage is inferred from the state's ``status`` (``creating`` ->
+createRuntime, ``stopped`` -> poststop). At createRuntime the container (id,
+init pid, bundle, the runtime that ran the hook) is recorded in hetmig's state
+directory and its FreeBSD translation is computed by a detached worker (or
+inline with ``--sync``), so that ``hetmig ps`` lists it. At poststop the record
+is removed. The other stages (prestart, createContainer, startContainer,
+poststart) validate the state and change nothing.
+
+Jail mode (UNTESTED on a real FreeBSD host; the commands it runs are tested
+against a recording runner only)::
+
+    hetmig-hook [--state-dir DIR] jail created NAME --bundle DIR
+    hetmig-hook [--state-dir DIR] jail poststop NAME
+
+``created`` translates BUNDLE/config.json, applies the jail's RCTL rules and
+registers the jail; ``poststop`` removes the rules and the record.
+
+Exit codes: 0 done, 1 operational failure (state directory not writable), 2 bad
+input (stdin not JSON, a field missing or of the wrong type, unknown stage):
+one line on stderr, and nothing is changed.
+
+Speed matters (runc waits for the hook): only json/os/sys and
+:mod:`runtime_shim.state` are imported on the hot path; the translator (YAML,
+jsonschema) runs in a detached, double-forked worker whose stdio is
+/dev/null, so runc does not wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from capture.errors import EXIT_OK, BadInputError, HetmigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+    from runtime_shim.state import StateDir
+
+USAGE = (
+    "usage: hetmig-hook [--state-dir DIR] [--sync] [STAGE] < STATE_JSON\n"
+    "       hetmig-hook [--state-dir DIR] jail created NAME --bundle DIR\n"
+    "       hetmig-hook [--state-dir DIR] jail poststop NAME\n"
+    "STAGE: prestart, createRuntime, createContainer, startContainer, poststart, poststop\n"
+    "jail mode is untested on a real FreeBSD host.\n"
+)
+
+STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+_STATUS_STAGE = {"creating": "createRuntime", "created": "createRuntime", "stopped": "poststop"}
+MAX_STDIN = 1 << 20  # an OCI state is a few KiB; refuse anything absurd
+
+
+class _Options:
+    __slots__ = ("state_dir", "sync", "positional", "bundle")
+
+    def __init__(self) -> None:
+        self.state_dir: str | None = None
+        self.sync = False
+        self.positional: list[str] = []
+        self.bundle: str | None = None
+
+
+def _parse_argv(argv: Sequence[str]) -> _Options:
+    """Hand-rolled (argparse costs import time on the hot path)."""
+    opts = _Options()
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--state-dir", "--bundle", "-b"):
+            value = next(it, None)
+            if value is None:
+                raise BadInputError(f"{arg} needs a value")
+            if arg == "--state-dir":
+                opts.state_dir = value
+            else:
+                opts.bundle = value
+        elif arg.startswith("--state-dir="):
+            opts.state_dir = arg.split("=", 1)[1]
+        elif arg.startswith("--bundle="):
+            opts.bundle = arg.split("=", 1)[1]
+        elif arg == "--sync":
+            opts.sync = True
+        elif arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            raise SystemExit(EXIT_OK)
+        elif arg.startswith("-"):
+            raise BadInputError(f"unknown option {arg}")
+        else:
+            opts.positional.append(arg)
+    return opts
+
+
+def read_state(stream: Any) -> dict[str, Any]:
+    """Parse the OCI state JSON from *stream*; BadInputError on anything else."""
+    raw = stream.read(MAX_STDIN + 1)
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInputError("stdin: OCI state is not UTF-8") from None
+    if len(raw) > MAX_STDIN:
+        raise BadInputError(f"stdin: OCI state larger than {MAX_STDIN} bytes")
+    if not raw.strip():
+        raise BadInputError("stdin: empty (expected the OCI state JSON)")
+    try:
+        state = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise BadInputError(f"stdin: OCI state is not JSON: {err}") from None
+    if not isinstance(state, dict):
+        raise BadInputError(f"stdin: OCI state must be a JSON object, got {type(state).__name__}")
+    cid = state.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise BadInputError(f"stdin: id={cid!r} (expected a non-empty string)")
+    status = state.get("status")
+    if status is not None and not isinstance(status, str):
+        raise BadInputError(f"stdin: status={status!r} (expected a string)")
+    ann = state.get("annotations")
+    if ann is not None and (
+        not isinstance(ann, dict) or not all(isinstance(v, str) for v in ann.values())
+    ):
+        raise BadInputError("stdin: annotations must be an object of strings")
+    return state
+
+
+def _stage_of(opts: _Options, state: dict[str, Any]) -> str:
+    if opts.positional:
+        if len(opts.positional) > 1:
+            raise BadInputError(f"unexpected arguments {' '.join(opts.positional[1:])!r}")
+        stage = opts.positional[0]
+        if stage not in STAGES:
+            raise BadInputError(f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
+        return stage
+    status = state.get("status")
+    if status in _STATUS_STAGE:
+        return _STATUS_STAGE[str(status)]
+    raise BadInputError(f"no stage given and status={status!r} does not name one (expected creating or stopped)")
+
+
+def _parent_runtime() -> tuple[str, str]:
+    """(runtime name, --root) of the process that ran the hook, from /proc."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return "unknown", ""
+    args = [a.decode("utf-8", "replace") for a in argv if a]
+    if not args:
+        return "unknown", ""
+    name = os.path.basename(args[0])
+    root = ""
+    for i, a in enumerate(args):
+        if a == "--root" and i + 1 < len(args):
+            root = args[i + 1]
+        elif a.startswith("--root="):
+            root = a.split("=", 1)[1]
+    return name, root
+
+
+def _translate_detached(store: StateDir, cid: str, bundle: str) -> None:
+    """Compute the translation in a double-forked worker with stdio on /dev/null.
+
+    runc waits for the hook and for EOF on the pipes it gave it; the
+    grandchild holds none of them, so the hook returns at once.
+    """
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:  # first child
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        _translate_and_store(store, cid, bundle)
+        os._exit(0)
+    except BaseException:
+        os._exit(1)
+
+
+def _translate_and_store(store: StateDir, cid: str, bundle: str) -> None:
+    from runtime_shim.state import translate_bundle
+
+    store.write_translation(cid, translate_bundle(bundle, cid))
+
+
+def hook_create_runtime(store: StateDir, state: dict[str, Any], *, sync: bool) -> int:
+    from runtime_shim.state import ContainerRecord, check_id
+
+    cid = check_id(state["id"])
+    pid = state.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise BadInputError(f"stdin: pid={pid!r} (expected a positive integer at createRuntime)")
+    bundle = state.get("bundle")
+    if not isinstance(bundle, str) or not os.path.isabs(bundle):
+        raise BadInputError(f"stdin: bundle={bundle!r} (expected an absolute path)")
+    annotations = dict(state.get("annotations") or {})
+    runtime, root = _parent_runtime()
+    manager = "podman" if annotations.get("io.container.manager") == "libpod" else ""
+    record = ContainerRecord(
+        id=cid,
+        pid=pid,
+        bundle=bundle,
+        runtime=runtime,
+        runtime_root=root,
+        manager=manager,
+        created=time.time(),
+        annotations=annotations,
+    )
+    # a stale record (a crashed container whose poststop never ran) is replaced
+    store.create(record, replace=True)
+    if sync:
+        _translate_and_store(store, cid, bundle)
+    else:
+        _translate_detached(store, cid, bundle)
+    return EXIT_OK
+
+
+def hook_poststop(store: StateDir, state: dict[str, Any]) -> int:
+    from runtime_shim.state import check_id
+
+    store.remove(check_id(state["id"]))
+    return EXIT_OK
+
+
+def run_oci(opts: _Options, stdin: Any) -> int:
+    from runtime_shim.state import StateDir, resolve_state_dir
+
+    state = read_state(stdin)
+    stage = _stage_of(opts, state)
+    store = StateDir(resolve_state_dir(opts.state_dir))
+    if stage == "createRuntime":
+        return hook_create_runtime(store, state, sync=opts.sync)
+    if stage == "poststop":
+        return hook_poststop(store, state)
+    return EXIT_OK  # validated; hetmig does nothing at the other stages
+
+
+def run_jail(opts: _Options) -> int:
+    """The jail(8) exec.created / exec.poststop hook (untested on FreeBSD)."""
+    from oci_hook.jail import jail_created, jail_poststop
+    from runtime_shim.state import StateDir, resolve_state_dir
+
+    args = opts.positional[1:]
+    if len(args) != 2 or args[0] not in ("created", "poststop"):
+        raise BadInputError("jail mode: expected `jail created NAME --bundle DIR` or `jail poststop NAME`")
+    store = StateDir(resolve_state_dir(opts.state_dir))
+    event, name = args
+    if event == "created":
+        if not opts.bundle:
+            raise BadInputError("jail created: --bundle DIR is required (the OCI bundle the jail was made from)")
+        return jail_created(store, name, opts.bundle)
+    return jail_poststop(store, name)
+
+
+def main(argv: Sequence[str] | None = None, stdin: Any = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        opts = _parse_argv(args)
+        if opts.positional[:1] == ["jail"]:
+            return run_jail(opts)
+        return run_oci(opts, stdin if stdin is not None else sys.stdin)
+    except HetmigError as err:
+        msg = " ".join(str(err).split())  # exactly one line
+        sys.stderr.write(f"hetmig-hook: {msg}\n")
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
