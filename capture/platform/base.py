@@ -358,6 +358,35 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ITimer:
+    """One interval timer (getitimer), seconds and microseconds."""
+
+    isec: int
+    iusec: int
+    vsec: int
+    vusec: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskExtras:
+    """Per-process state only the task itself can report (read by injection)."""
+
+    securebits: int
+    dumpable: int
+    thp_disabled: bool
+    child_subreaper: bool
+    itimers: tuple[ITimer, ITimer, ITimer]  # real, virtual, prof
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupMembership:
+    """One line of /proc/PID/cgroup: hierarchy controllers and path."""
+
+    controllers: str  # "cpu,cpuacct", "name=systemd", "" for cgroup2
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class UtsInfo:
     nodename: str
     domainname: str
@@ -409,6 +438,12 @@ class Platform(Protocol):
 
     def clocks(self) -> Clocks: ...
 
+    def cgroups(self, pid: int) -> tuple[CgroupMembership, ...]: ...
+
+    def same_open_file(self, pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+        """Whether two descriptors share one open file description (kcmp)."""
+        ...
+
     # -- memory ------------------------------------------------------------
     def present_runs(self, pid: int, vma: Vma) -> list[tuple[int, int]]:
         """(address, page count) runs of *vma* whose pages must be dumped.
@@ -459,5 +494,13 @@ class Platform(Protocol):
     def sigaltstack(self, tid: int) -> SigAltStack: ...
 
     def clear_tid_address(self, tid: int) -> int: ...
+
+    def robust_list(self, tid: int) -> tuple[int, int]:
+        """(head address, length) of the thread's robust futex list."""
+        ...
+
+    def task_extras(self, pid: int, tid: int) -> TaskExtras:
+        """Securebits, dumpable, THP, subreaper, itimers (tid seized and stopped)."""
+        ...
 
     def kill(self, pid: int, signo: int) -> None: ...
