@@ -25,7 +25,8 @@ create
     3. Mounts, in plan order, done by this backend with ``mount -t TYPE
        [-o OPTS] SOURCE PATH/TARGET`` (nullfs, tmpfs, linprocfs, linsysfs,
        devfs, fdescfs, procfs); a devfs mount then gets ``devfs -m TARGET
-       ruleset N`` and ``devfs -m TARGET rule applyset``. jail(8)'s own
+       ruleset N`` and ``devfs -m TARGET rule applyset`` (N: the plan's devfs
+       ruleset, else ``devfs_ruleset``, else 4 as jail(8) ``mount.devfs``). jail(8)'s own
        ``mount``/``mount.*`` pseudo-parameters are NOT used: they are not
        stored in the kernel, so ``jail -r NAME`` without a jail.conf entry
        would not unmount them (jail-params.md 5, 6).
@@ -370,6 +371,19 @@ def host_target(spec: JailSpec, m: Mount) -> str:
     return posixpath.join(spec.path, m.target.lstrip("/")) if m.target != "/" else spec.path
 
 
+def devfs_mount_ruleset(spec: JailSpec) -> int:
+    """Ruleset applied to a devfs the backend mounts: the plan's devfs ruleset,
+    else the jail's ``devfs_ruleset`` parameter, else 4 (``devfsrules_jail``,
+    what jail(8) ``mount.devfs`` uses; jail-params.md 2). Never an unfiltered devfs.
+    """
+    if spec.devfs is not None:
+        return spec.devfs.ruleset
+    for key, value in spec.params:
+        if key == "devfs_ruleset" and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 4
+
+
 def jail_create_argv(spec: JailSpec, tools: Tools = Tools()) -> list[str]:
     """``jail -c name=NAME path=PATH persist PARAM... exec.PHASE=CMD...``."""
     argv = [tools.jail, "-c", f"name={spec.name}", f"path={spec.path}", "persist"]
@@ -433,6 +447,18 @@ class CreateResult:
     unapplied: tuple[str, ...]
 
 
+class _LoggingRunner:
+    """Keeps the argv of every command the backend ran (for CreateResult)."""
+
+    def __init__(self, inner: CommandRunner) -> None:
+        self.inner = inner
+        self.log: list[tuple[str, ...]] = []
+
+    def run(self, argv: Sequence[str], input: str | None = None) -> CompletedCommand:
+        self.log.append(tuple(argv))
+        return self.inner.run(argv, input=input)
+
+
 @dataclass(slots=True)
 class _Undo:
     steps: list[tuple[str, list[str]]] = field(default_factory=list)
@@ -445,7 +471,7 @@ class JailBackend:
     """
 
     def __init__(self, runner: CommandRunner, tools: Tools = Tools()) -> None:
-        self.runner = runner
+        self.runner: CommandRunner = _LoggingRunner(runner)
         self.tools = tools
 
     # -- helpers ----------------------------------------------------------
@@ -469,6 +495,8 @@ class JailBackend:
         """Build the jail of *plan*; on failure undo everything done so far."""
         spec = plan if isinstance(plan, JailSpec) else spec_from_plan(plan)
         t = self.tools
+        log = self.runner.log if isinstance(self.runner, _LoggingRunner) else []
+        start = len(log)
         if spec.rctl:
             res = self.runner.run([t.sysctl, "-n", "kern.racct.enable"])
             if res.returncode != 0 or res.stdout.strip() != "1":
@@ -479,7 +507,6 @@ class JailBackend:
                     "/boot/loader.conf and reboot (rctl(8))"
                 )
         undo = _Undo()
-        start = len(getattr(self.runner, "calls", []))
         try:
             if spec.devfs is not None and spec.devfs.rules:
                 rs = str(spec.devfs.ruleset)
@@ -490,8 +517,8 @@ class JailBackend:
                 target = host_target(spec, m)
                 self._run(mount_argv(spec, m, t), f"mount {m.fstype} on {target}")
                 undo.steps.append((f"unmount {target}", [t.umount, target]))
-                if m.fstype == "devfs" and spec.devfs is not None:
-                    rs = str(spec.devfs.ruleset)
+                if m.fstype == "devfs":
+                    rs = str(devfs_mount_ruleset(spec))
                     self._run([t.devfs, "-m", target, "ruleset", rs], f"devfs ruleset {rs} on {target}")
                     self._run([t.devfs, "-m", target, "rule", "applyset"], f"devfs applyset on {target}")
             self._run(jail_create_argv(spec, t), f"jail -c {spec.name}")
@@ -507,9 +534,7 @@ class JailBackend:
                     errno=err.errno, command=err.command, stderr=err.stderr,
                 ) from err
             raise
-        calls = getattr(self.runner, "calls", None)
-        commands = tuple(c.argv for c in calls[start:]) if isinstance(calls, list) else ()
-        return CreateResult(spec.name, commands, spec.losses, spec.unapplied)
+        return CreateResult(spec.name, tuple(log[start:]), spec.losses, spec.unapplied)
 
     # -- run --------------------------------------------------------------
     def exec(self, spec: JailSpec, argv: Sequence[str] | None = None, input: str | None = None) -> CompletedCommand:

@@ -50,8 +50,10 @@ class FreeBSDParseError(BadInputError):
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
-    for i, raw in enumerate(text.splitlines(), start=1):
-        if raw.strip():
+    # only "\n" ends a line: tool output may legitimately hold other control characters
+    for i, raw in enumerate(text.split("\n"), start=1):
+        raw = raw[:-1] if raw.endswith("\r") else raw
+        if raw.strip(" \t"):
             yield i, raw
 
 
