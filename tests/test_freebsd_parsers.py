@@ -123,7 +123,7 @@ def test_jail_e_quote_rules() -> None:
 
 
 @given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9_.]{0,12}", fullmatch=True),
-                          st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r|"), max_size=20))),
+                          st.one_of(st.none(), st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\n\r|"), max_size=20))),
                 min_size=0, max_size=6))
 def test_jail_e_roundtrip(items: list[tuple[str, str | None]]) -> None:
     line = [("name", "j1"), *items]
