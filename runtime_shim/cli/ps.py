@@ -46,10 +46,10 @@ def run(args: argparse.Namespace) -> int:
     store = StateDir(resolve_state_dir(args.state_dir))
     rows: list[dict[str, Any]] = []
     for record in store.records():
-        if record.translation.state is TranslationState.PENDING and not args.no_translate:
+        if record.translation.state == TranslationState.PENDING and not args.no_translate:
             if os.path.isdir(record.bundle):
                 translation = translate_bundle(record.bundle, record.id)
-                if translation.state is not TranslationState.PENDING:
+                if translation.state != TranslationState.PENDING:
                     store.write_translation(record.id, translation)
                 record = record.with_translation(translation)
         t = record.translation
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 "bundle": record.bundle,
                 "created": record.created,
                 "translation": {
-                    "state": t.state.value,
+                    "state": t.state,
                     "summary": t.summary(),
                     "loss_count": len(t.losses),
                     "losses": list(t.losses),
