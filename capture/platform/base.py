@@ -309,6 +309,14 @@ class FdInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PipeData:
+    """Bytes buffered in a pipe (peeked, not consumed) and its capacity."""
+
+    data: bytes
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
 class FsInfo:
     cwd: str
     root: str
@@ -460,8 +468,8 @@ class Platform(Protocol):
 
     def write_memory(self, pid: int, addr: int, data: bytes) -> None: ...
 
-    def read_pipe_data(self, pid: int, fd: int, limit: int) -> bytes:
-        """Buffered bytes of the pipe at *fd*, without consuming them."""
+    def read_pipe_data(self, pid: int, fd: int, limit: int) -> PipeData:
+        """Buffered bytes of the pipe at *fd* (without consuming them) and its capacity."""
         ...
 
     # -- stopping and thread state ----------------------------------------

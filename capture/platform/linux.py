@@ -50,6 +50,7 @@ from capture.platform.base import (
     FsInfo,
     MmInfo,
     NamespaceIds,
+    PipeData,
     ProcessInfo,
     Rlimit,
     Rseq,
@@ -789,12 +790,11 @@ class LinuxPlatform:
                     want += n - off
                 local = _Iovec(base + done, want)
                 got = _libc.process_vm_readv(pid, ctypes.byref(local), 1, remote, len(batch), 0)
-                if got < 0:
-                    e = ctypes.get_errno()
-                    raise PlatformError(f"process_vm_readv(pid={pid}) at 0x{batch[0][0] + skip:x} failed: "
-                                        f"{os.strerror(e)}", errno=e)
-                if got == 0:
-                    raise PlatformError(f"process_vm_readv(pid={pid}) read nothing at 0x{batch[0][0] + skip:x}")
+                if got <= 0:
+                    # unreadable for process_vm_readv (PROT_NONE, exec-only):
+                    # /proc/PID/mem reads with FOLL_FORCE, one range at a time
+                    a, n = iov[idx]
+                    got = self._read_mem_file(pid, a + skip, buf[done : done + n - skip])
                 done += got
                 # advance idx/skip by got bytes
                 while got > 0 and idx < len(iov):
@@ -809,6 +809,20 @@ class LinuxPlatform:
         finally:
             del cbuf
         return done
+
+    def _read_mem_file(self, pid: int, addr: int, dest: memoryview) -> int:
+        try:
+            fd = os.open(self.proc / str(pid) / "mem", os.O_RDONLY)
+            try:
+                got = os.preadv(fd, [dest], addr)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise PlatformError(f"cannot read {len(dest)} bytes at 0x{addr:x} of pid {pid}: {err.strerror}",
+                                errno=err.errno) from err
+        if got <= 0:
+            raise PlatformError(f"read of pid {pid} memory at 0x{addr:x} returned nothing")
+        return got
 
     def write_memory(self, pid: int, addr: int, data: bytes) -> None:
         if not data:
@@ -830,7 +844,7 @@ class LinuxPlatform:
                 raise PlatformError(f"cannot write {len(data)} bytes at 0x{addr:x} in pid {pid}: "
                                     f"{err.strerror}", errno=err.errno) from err
 
-    def read_pipe_data(self, pid: int, fd: int, limit: int) -> bytes:
+    def read_pipe_data(self, pid: int, fd: int, limit: int) -> PipeData:
         """Peek a pipe's buffer with tee(2) into a pipe of ours (nothing consumed)."""
         try:
             src = os.open(self.proc / str(pid) / "fd" / str(fd), os.O_RDONLY | os.O_NONBLOCK)
@@ -840,12 +854,13 @@ class LinuxPlatform:
         try:
             import fcntl
 
-            fcntl.fcntl(w, 1031, max(limit, PAGE_SIZE))  # F_SETPIPE_SZ
-            n = _libc.tee(src, w, limit, 2)  # SPLICE_F_NONBLOCK
+            capacity = fcntl.fcntl(src, 1032)  # F_GETPIPE_SZ
+            fcntl.fcntl(w, 1031, max(capacity, PAGE_SIZE))  # F_SETPIPE_SZ
+            n = _libc.tee(src, w, min(limit, capacity), 2)  # SPLICE_F_NONBLOCK
             if n < 0:
                 e = ctypes.get_errno()
                 if e == errno_mod.EAGAIN:
-                    return b""
+                    return PipeData(data=b"", capacity=capacity)
                 raise PlatformError(f"tee from pipe fd {fd} of pid {pid} failed: {os.strerror(e)}", errno=e)
             chunks = []
             left = n
@@ -855,7 +870,7 @@ class LinuxPlatform:
                     break
                 chunks.append(c)
                 left -= len(c)
-            return b"".join(chunks)
+            return PipeData(data=b"".join(chunks), capacity=capacity)
         finally:
             os.close(src)
             os.close(r)
