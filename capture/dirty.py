@@ -13,7 +13,10 @@ One interface, :class:`Tracker`, two implementations:
   scans return exactly the pages written since. Writes resolve themselves in
   the kernel (async mode): the target never blocks. ``stop()`` closes the
   userfaultfd in the target (injected ``close``), which drops the
-  registration, so it never appears in a dump. Injection uses
+  registration, so it never appears in a dump. A process stopped by SIGSTOP
+  cannot run injected code under PTRACE_SEIZE (it re-traps into the group
+  stop), so a frozen target must be frozen by ptrace and :meth:`hold` tells
+  the tracker so. Injection uses
   :class:`capture.platform.linux.LinuxPlatform` (seize, interrupt,
   ``inject_syscall``, memory writes); there is no private injector here.
   Ranges that appear after ``start`` (new mmaps, heap growth) are reported
@@ -209,6 +212,7 @@ class UffdWpTracker:
         self._pending: list[Range] = []     # new ranges, reported dirty at the next scan
         self._pagemap: int | None = None
         self._vec = ctypes.create_string_buffer(PAGE_REGION.size * vec_len)
+        self._held = False
         from capture.platform.linux import LinuxPlatform
 
         self._plat = LinuxPlatform(procfs=proc)
@@ -218,7 +222,15 @@ class UffdWpTracker:
         ranges = writable_private_ranges(self.pid, proc=self.proc)
         return _intersect(ranges, self.only) if self.only is not None else ranges
 
+    def hold(self, held: bool) -> None:
+        """Tell the tracker the caller keeps every thread of the target in a
+        ptrace-stop (a ptrace freeze); it then injects without seizing."""
+        self._held = held
+
     def _with_stopped(self, fn: "_StoppedFn") -> None:
+        if self._held:
+            fn(self.pid)
+            return
         plat = self._plat
         tids = list(plat.list_threads(self.pid))
         seized: list[int] = []

@@ -1,0 +1,79 @@
+"""``hetmig migrate``: live-migrate a container (or a process) to an agent.
+
+    hetmig migrate CONTAINER --to HOST:PORT [--precopy-rounds N] [--max-downtime MS]
+                   [--json] [--state-dir DIR] [--trust FP] [--runc-root DIR]
+    hetmig migrate --pid PID --to HOST:PORT ...
+
+CONTAINER is a runc container id (jail names on FreeBSD are not wired yet and
+are refused). Progress: JSON lines on stdout with ``--json``, otherwise one
+updating line on stderr when it is a terminal; the final report (total time,
+frozen time, bytes and pages per round) goes to stdout. Exit 3 when the
+destination cannot run the container (CPU flags, XSAVE features, OS/ABI,
+resources): nothing is frozen then. Any failure before the destination
+confirms the restore thaws the source (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from capture.errors import BadInputError
+
+HELP = "live-migrate a container (or --pid process) to a hetmig agent"
+DEFAULT_STATE_DIR = "/var/lib/hetmig/agent"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("container", nargs="?", help="runc container id")
+    parser.add_argument("--pid", type=int, help="migrate this plain process instead of a container")
+    parser.add_argument("--to", required=True, metavar="HOST:PORT", help="the destination agent")
+    parser.add_argument("--precopy-rounds", type=int, default=8, metavar="N", help="most pre-copy rounds (default 8)")
+    parser.add_argument("--max-downtime", type=int, default=100, metavar="MS",
+                        help="stop pre-copy once the rest fits in about MS/2 of transfer (default 100)")
+    parser.add_argument("--json", action="store_true", help="JSON lines of progress and the report on stdout")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"our identity and pins (default {DEFAULT_STATE_DIR})")
+    parser.add_argument("--trust", action="append", default=[], metavar="FP", help="pin this agent fingerprint for this run")
+    parser.add_argument("--runc-root", help="runc --root of the container")
+    parser.add_argument("--tracker", choices=["uffd-wp", "hash"], help="force a dirty-page tracker (default: best available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime_shim.cli.agent import parse_hostport
+    from runtime_shim.migration.engine import ProcessSource, RuncSource
+    from runtime_shim.migration.source import MigrateOptions, Migration
+
+    if (args.container is None) == (args.pid is None):
+        raise BadInputError("migrate: give exactly one of CONTAINER or --pid PID")
+    if args.precopy_rounds < 1:
+        raise BadInputError(f"--precopy-rounds={args.precopy_rounds} must be >= 1")
+    if args.max_downtime < 0:
+        raise BadInputError(f"--max-downtime={args.max_downtime} must be >= 0")
+    host, port = parse_hostport(args.to, "--to")
+    opts = MigrateOptions(host=host, port=port, state_dir=Path(args.state_dir), precopy_rounds=args.precopy_rounds,
+                          max_downtime_ms=args.max_downtime, extra_pins=tuple(args.trust))
+    source = (ProcessSource(args.pid, tracker=args.tracker) if args.pid is not None
+              else RuncSource(args.container, root=args.runc_root, tracker=args.tracker))
+    tty = sys.stderr.isatty() and not args.json
+
+    def progress(ev: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(ev), flush=True)
+        elif tty:
+            if ev["event"] == "round":
+                sys.stderr.write(f"\rround {ev['round']}: {ev['pages']} pages, {ev['bytes'] / 1e6:.1f} MB in "
+                                 f"{ev['ms']:.0f} ms   ")
+            else:
+                sys.stderr.write(f"\r{ev['event']}{' ' * 40}\n")
+            sys.stderr.flush()
+
+    report = Migration(source, opts, progress).run()
+    if not args.json:
+        print(f"migrated {report.container_id} to {args.to}: total {report.total_ms:.1f} ms, "
+              f"frozen {report.downtime_ms:.1f} ms, tracker {report.tracker}")
+        for r in report.rounds:
+            print(f"  round {r.round}: {r.pages} pages, {r.bytes} bytes, {r.ms:.1f} ms")
+    return 0

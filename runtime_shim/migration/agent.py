@@ -1,0 +1,476 @@
+"""The migration agent: the destination side of ``hetmig migrate``.
+
+One TLS 1.3 listener; one thread per connection. A connection is served only
+after the peer's certificate fingerprint is checked against the pins in the
+state dir; an unpinned or wrongly signed peer is refused during or right after
+the handshake, the refusal is logged (``agent.log`` in the state dir and the
+``hetmig.agent`` logger), and nothing is read from it or written for it.
+
+Session order (anything else is a protocol error that aborts the migration):
+
+    HELLO -> HELLO_REPLY            fresh nonces both ways, a migration id the
+                                    agent has never seen (replay protection on
+                                    top of TLS's own)
+    CHECK -> VERDICT                 (any number of times)
+    BEGIN -> ACK                     creates migrations/<id>/ (O_EXCL); refuses a
+                                    container already being migrated here and an
+                                    announced size above the limit or the free space
+    PAGES*, ROUND_END -> ACK         pre-copy rounds into the DestinationRestore
+    FILE_BEGIN FILE_DATA* FILE_END   image files into migrations/<id>/images/
+    ROOTFS_BEGIN ROOTFS_DATA* ROOTFS_END   checked tar, extracted to rootfs/
+    COMMIT -> CONFIRM | ERROR        restore
+    FINISH -> ACK                    the source is gone; migration done
+    ABORT (any time)                 roll back
+
+``status.json`` in the migration directory records the phase (written
+atomically). Every byte received counts against the size announced in BEGIN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from capture.errors import HetmigError, MigrationError
+from runtime_shim.migration import hostinfo, identity, safety, wire
+from runtime_shim.migration.engine import DestinationRestore, StagingRestore
+from runtime_shim.migration.wire import Frame, Limits, MsgType, ProtocolError
+
+LOG = logging.getLogger("hetmig.agent")
+ROOTFS_TAR = "rootfs-delta.tar"
+
+
+@dataclass
+class AgentConfig:
+    state_dir: Path
+    limits: Limits = field(default_factory=Limits)
+    hostinfo_file: Path | None = None          # answer with a recorded host info (tests)
+    restore_factory: Callable[[], DestinationRestore] = StagingRestore
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections: int = 16
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir
+        self.ident = identity.load_identity(self.state_dir)
+        self.migrations = self.state_dir / "migrations"
+        self.migrations.mkdir(exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._active_containers: dict[str, str] = {}
+        self._conns = threading.BoundedSemaphore(config.max_connections)
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._setup_log()
+        self.reload_pins()
+
+    def _setup_log(self) -> None:
+        path = self.state_dir / "agent.log"
+        for h in LOG.handlers:
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path:
+                return
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+
+    def reload_pins(self) -> None:
+        self.pins = identity.read_trusted(self.state_dir)
+        certs, missing = identity.pinned_peer_certs(self.state_dir)
+        for fp in missing:
+            LOG.warning("pinned peer %s has no certificate in %s/peers; it cannot connect", fp, self.state_dir)
+        self.ctx = identity.server_context(self.ident, certs)
+
+    # -- listening ----------------------------------------------------------------------------
+    def bind(self, host: str, port: int) -> tuple[str, int]:
+        sock = socket.create_server((host, port), reuse_port=False)
+        sock.settimeout(0.5)
+        self._listener = sock
+        addr = sock.getsockname()
+        LOG.info("listening on %s:%d fingerprint %s", addr[0], addr[1], self.ident.fingerprint)
+        return str(addr[0]), int(addr[1])
+
+    def serve_forever(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                conn, addr = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    break
+                raise
+            if not self._conns.acquire(blocking=False):
+                LOG.warning("refused %s:%d: too many connections", addr[0], addr[1])
+                conn.close()
+                continue
+            t = threading.Thread(target=self._serve_conn, args=(conn, addr), daemon=True)
+            t.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _serve_conn(self, conn: socket.socket, addr: tuple[str, int]) -> None:
+        peer = f"{addr[0]}:{addr[1]}"
+        try:
+            conn.settimeout(self.config.handshake_timeout)
+            try:
+                tls = self.ctx.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError) as err:
+                LOG.warning("refused %s: TLS handshake failed (unpinned or invalid certificate): %s", peer, err)
+                conn.close()
+                return
+            try:
+                fp = identity.check_pinned(tls, self.pins, role="client")
+            except identity.AuthError as err:
+                LOG.warning("refused %s: %s", peer, err)
+                tls.close()
+                return
+            LOG.info("accepted %s fingerprint %s", peer, fp)
+            tls.settimeout(self.config.idle_timeout)
+            Session(self, tls, peer, fp).run()
+        finally:
+            self._conns.release()
+
+    # -- container bookkeeping ------------------------------------------------------------------
+    def claim(self, container_id: str, migration_id: str) -> None:
+        with self._lock:
+            other = self._active_containers.get(container_id)
+            if other is not None:
+                raise MigrationError(f"container_id={container_id!r} is already being migrated here "
+                                     f"(migration {other})")
+            self._active_containers[container_id] = migration_id
+
+    def release(self, container_id: str) -> None:
+        with self._lock:
+            self._active_containers.pop(container_id, None)
+
+    def host_info(self) -> hostinfo.HostInfo:
+        if self.config.hostinfo_file is not None:
+            return hostinfo.load_recorded(self.config.hostinfo_file)
+        return hostinfo.probe(self.state_dir)
+
+
+class _Upload:
+    """One file being received: bounded by its announced size, hashed as it comes."""
+
+    def __init__(self, fd: int, name: str, size: int) -> None:
+        self.fd, self.name, self.size = fd, name, size
+        self.got = 0
+        self.hash = hashlib.sha256()
+
+
+class Session:
+    def __init__(self, agent: Agent, sock: ssl.SSLSocket, peer: str, fingerprint: str) -> None:
+        self.agent = agent
+        self.sock = sock
+        self.peer = peer
+        self.fingerprint = fingerprint
+        self.limits = agent.config.limits
+        self.migration_id = ""
+        self.container_id = ""
+        self.dir: Path | None = None
+        self.images_fd = -1
+        self.restore: DestinationRestore | None = None
+        self.announced = 0
+        self.received = 0
+        self.files = 0
+        self.upload: _Upload | None = None
+        self.rootfs: _Upload | None = None
+        self.rootfs_dir: Path | None = None
+        self.phase = "hello"
+        self.confirmed = False
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _status(self, phase: str, **extra: Any) -> None:
+        self.phase = phase
+        if self.dir is None:
+            return
+        data = {"migration_id": self.migration_id, "container_id": self.container_id, "phase": phase,
+                "peer": self.fingerprint, "received_bytes": self.received, "time": time.time(), **extra}
+        tmp = self.dir / ".status.json.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.dir / "status.json")
+
+    def _send(self, mtype: MsgType, obj: dict[str, Any]) -> None:
+        wire.send_json(self.sock, mtype, obj)
+
+    def _count(self, n: int, what: str) -> None:
+        self.received += n
+        if self.received > self.announced:
+            raise ProtocolError(f"{what}: {self.received} bytes received exceed announced_bytes={self.announced}")
+
+    # -- the session ------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._hello()
+            while True:
+                frame = wire.read_frame(self.sock, self.limits)
+                if not self._dispatch(frame):
+                    break
+        except HetmigError as err:
+            code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
+            LOG.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
+                        self.phase, err)
+            try:
+                self._send(MsgType.ERROR, {"code": str(code), "message": str(err)[:2000]})
+            except (OSError, HetmigError):
+                pass
+            self._rollback(str(err))
+        except (OSError, ssl.SSLError) as err:
+            LOG.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
+                        self.peer, self.phase, err)
+            self._rollback(f"connection error: {err}")
+        finally:
+            self._close_uploads()
+            if self.images_fd >= 0:
+                os.close(self.images_fd)
+                self.images_fd = -1
+            if self.container_id and self.phase in ("done", "aborted"):
+                self.agent.release(self.container_id)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _hello(self) -> None:
+        msg = wire.expect(wire.read_frame(self.sock, self.limits), MsgType.HELLO).json()
+        version = wire.get_int(msg, "version", "hello", hi=1 << 16)
+        if version != wire.PROTOCOL_VERSION:
+            raise ProtocolError(f"hello.version={version} is not supported (expected {wire.PROTOCOL_VERSION})")
+        client_nonce = wire.get_str(msg, "nonce", "hello", pattern=wire.NONCE_RE)
+        mid = wire.get_str(msg, "migration_id", "hello", pattern=wire.MIGRATION_ID_RE)
+        if (self.agent.migrations / mid).exists():
+            raise ProtocolError(f"hello.migration_id={mid} was already used (replayed or reused session)")
+        self.migration_id = mid
+        info = self.agent.host_info()
+        self._send(MsgType.HELLO_REPLY, {"version": wire.PROTOCOL_VERSION, "nonce": os.urandom(16).hex(),
+                                         "client_nonce": client_nonce, "hostinfo": info.to_json()})
+        self.phase = "check"
+
+    def _dispatch(self, frame: Frame) -> bool:
+        t = frame.mtype
+        if t == MsgType.ABORT:
+            msg = frame.json()
+            LOG.info("migration %s aborted by the source: %s", self.migration_id,
+                     str(msg.get("message", ""))[:500])
+            self._rollback("aborted by the source")
+            return False
+        if t == MsgType.CHECK and self.phase == "check":
+            self._check(frame.json())
+        elif t == MsgType.BEGIN and self.phase == "check":
+            self._begin(frame.json())
+        elif t == MsgType.PAGES and self.phase == "precopy":
+            assert self.restore is not None
+            pid, runs, data = wire.decode_pages(frame.payload, self.limits)
+            self._count(len(data), "PAGES")
+            self.restore.write_pages(pid, runs, data)
+        elif t == MsgType.ROUND_END and self.phase == "precopy":
+            msg = frame.json()
+            rnd = wire.get_int(msg, "round", "round_end", hi=1 << 16)
+            self._status("precopy", round=rnd)
+            self._send(MsgType.ACK, {"round": rnd, "received_bytes": self.received})
+        elif t in (MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END) and self.phase in ("precopy", "final"):
+            self.phase = "final"
+            self._file(frame)
+        elif t in (MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END) and self.phase in ("precopy", "final"):
+            self.phase = "final"
+            self._rootfs(frame)
+        elif t == MsgType.COMMIT and self.phase in ("precopy", "final"):
+            self._commit()
+        elif t == MsgType.FINISH and self.phase == "confirmed":
+            assert self.restore is not None
+            self.restore.finish()
+            self._status("done")
+            LOG.info("migration %s of %s done", self.migration_id, self.container_id)
+            self._send(MsgType.ACK, {})
+            return False
+        else:
+            raise ProtocolError(f"message {t.name} is not allowed in phase {self.phase}")
+        return True
+
+    def _check(self, msg: dict[str, Any]) -> None:
+        src = hostinfo.HostInfo.from_json(wire.get_dict(msg, "hostinfo", "check"), "check.hostinfo")
+        needs = hostinfo.Needs(memory=wire.get_int(msg, "memory", "check"), disk=wire.get_int(msg, "disk", "check"))
+        verdict = hostinfo.check_compat(src, self.agent.host_info(), needs)
+        if not verdict.ok:
+            LOG.info("compatibility check from %s: refused: %s", self.peer, verdict.message())
+        self._send(MsgType.VERDICT, verdict.to_json())
+
+    def _begin(self, msg: dict[str, Any]) -> None:
+        mid = wire.get_str(msg, "migration_id", "begin", pattern=wire.MIGRATION_ID_RE)
+        if mid != self.migration_id:
+            raise ProtocolError(f"begin.migration_id={mid} differs from hello.migration_id={self.migration_id}")
+        cid = wire.get_str(msg, "container_id", "begin", max_len=128, pattern=wire.CONTAINER_ID_RE)
+        spec = wire.get_dict(msg, "spec", "begin")
+        announced = wire.get_int(msg, "announced_bytes", "begin")
+        lim = self.limits
+        if announced > lim.max_total:
+            raise ProtocolError(f"begin.announced_bytes={announced} exceeds the limit {lim.max_total}")
+        free = shutil.disk_usage(self.agent.state_dir).free - lim.reserve_free
+        if announced > free:
+            raise MigrationError(f"begin.announced_bytes={announced} exceeds the free space of the state dir "
+                                 f"({max(free, 0)} bytes after the {lim.reserve_free}-byte reserve)")
+        self.agent.claim(cid, mid)
+        self.container_id = cid
+        try:
+            mdir = self.agent.migrations / mid
+            os.mkdir(mdir, 0o700)  # EEXIST: replayed migration id
+        except FileExistsError:
+            self.agent.release(cid)
+            self.container_id = ""
+            raise ProtocolError(f"begin.migration_id={mid} was already used") from None
+        self.dir = mdir
+        os.mkdir(mdir / "images", 0o700)
+        self.images_fd = os.open(mdir / "images", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.announced = announced
+        self.restore = self.agent.config.restore_factory()
+        self.restore.begin(mdir, cid, spec)
+        self._status("precopy", announced_bytes=announced)
+        LOG.info("migration %s of %s begins (%d bytes announced)", mid, cid, announced)
+        self._send(MsgType.ACK, {"migration_id": mid})
+
+    def _close_uploads(self) -> None:
+        for up in (self.upload, self.rootfs):
+            if up is not None and up.fd >= 0:
+                os.close(up.fd)
+                up.fd = -1
+
+    def _file(self, frame: Frame) -> None:
+        lim = self.limits
+        if frame.mtype == MsgType.FILE_BEGIN:
+            if self.upload is not None:
+                raise ProtocolError(f"FILE_BEGIN while {self.upload.name!r} is still open")
+            msg = frame.json()
+            name = safety.check_image_name(msg.get("name"), field="file_begin.name")
+            size = wire.get_int(msg, "size", "file_begin")
+            if size > lim.max_image_file:
+                raise ProtocolError(f"file_begin.size={size} for {name!r} exceeds the limit {lim.max_image_file}")
+            if self.received + size > self.announced:
+                raise ProtocolError(f"file_begin.size={size} for {name!r} exceeds what is left of "
+                                    f"announced_bytes={self.announced}")
+            self.files += 1
+            if self.files > lim.max_image_files:
+                raise ProtocolError(f"more than {lim.max_image_files} image files")
+            fd = safety.create_file_in(self.images_fd, name)
+            self.upload = _Upload(fd, name, size)
+        elif frame.mtype == MsgType.FILE_DATA:
+            up = self.upload
+            if up is None:
+                raise ProtocolError("FILE_DATA without FILE_BEGIN")
+            self._write_chunk(up, frame.payload)
+        else:
+            up = self.upload
+            if up is None:
+                raise ProtocolError("FILE_END without FILE_BEGIN")
+            self._finish_upload(up, frame.json(), "file_end")
+            self.upload = None
+
+    def _write_chunk(self, up: _Upload, data: bytes) -> None:
+        if up.got + len(data) > up.size:
+            raise ProtocolError(f"{up.name!r}: {up.got + len(data)} bytes exceed the announced size={up.size}")
+        self._count(len(data), up.name)
+        os.write(up.fd, data)
+        up.got += len(data)
+        up.hash.update(data)
+
+    def _finish_upload(self, up: _Upload, msg: dict[str, Any], where: str) -> None:
+        digest = wire.get_str(msg, "sha256", where, pattern=r"[0-9a-f]{64}")
+        if up.got != up.size:
+            raise ProtocolError(f"{where}: {up.name!r} has {up.got} bytes, announced size={up.size}")
+        if digest != up.hash.hexdigest():
+            raise ProtocolError(f"{where}.sha256 of {up.name!r} does not match the received bytes")
+        os.fsync(up.fd)
+        os.close(up.fd)
+        up.fd = -1
+
+    def _rootfs(self, frame: Frame) -> None:
+        assert self.dir is not None
+        lim = self.limits
+        if frame.mtype == MsgType.ROOTFS_BEGIN:
+            if self.rootfs is not None or self.rootfs_dir is not None:
+                raise ProtocolError("ROOTFS_BEGIN twice")
+            size = wire.get_int(frame.json(), "size", "rootfs_begin")
+            if size > lim.max_rootfs_delta:
+                raise ProtocolError(f"rootfs_begin.size={size} exceeds the limit {lim.max_rootfs_delta}")
+            if self.received + size > self.announced:
+                raise ProtocolError(f"rootfs_begin.size={size} exceeds what is left of announced_bytes")
+            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                fd = safety.create_file_in(dfd, ROOTFS_TAR)
+            finally:
+                os.close(dfd)
+            self.rootfs = _Upload(fd, ROOTFS_TAR, size)
+        elif frame.mtype == MsgType.ROOTFS_DATA:
+            if self.rootfs is None:
+                raise ProtocolError("ROOTFS_DATA without ROOTFS_BEGIN")
+            self._write_chunk(self.rootfs, frame.payload)
+        else:
+            if self.rootfs is None:
+                raise ProtocolError("ROOTFS_END without ROOTFS_BEGIN")
+            self._finish_upload(self.rootfs, frame.json(), "rootfs_end")
+            self.rootfs = None
+            tar = self.dir / ROOTFS_TAR
+            safety.extract_tar(tar, self.dir / "rootfs", safety.TarLimits(max_total=lim.max_rootfs_delta * 4))
+            self.rootfs_dir = self.dir / "rootfs"
+            self._send(MsgType.ACK, {"rootfs": "extracted"})
+
+    def _commit(self) -> None:
+        assert self.restore is not None and self.dir is not None
+        if self.upload is not None or self.rootfs is not None:
+            raise ProtocolError("COMMIT while a file transfer is still open")
+        self._status("restoring")
+        try:
+            restored = self.restore.restore(self.dir / "images", self.rootfs_dir)
+        except HetmigError as err:
+            err_code = "restore-failed"
+            raise _CodedError(err_code, str(err)) from err
+        self.confirmed = True
+        self._status("confirmed", pid=restored.pid)
+        LOG.info("migration %s of %s restored as pid %d", self.migration_id, self.container_id, restored.pid)
+        self._send(MsgType.CONFIRM, {"pid": restored.pid, **restored.detail})
+
+    def _rollback(self, reason: str) -> None:
+        if self.confirmed and self.phase != "done":
+            # the destination already runs the container; the source decides (it has
+            # not destroyed its copy unless it saw our CONFIRM). Keep it, record it.
+            self._status("confirmed-unfinished", reason=reason)
+            return
+        if self.restore is not None:
+            try:
+                self.restore.abort()
+            except HetmigError as err:
+                LOG.warning("abort of migration %s failed: %s", self.migration_id, err)
+        if self.dir is not None:
+            self._close_uploads()
+            for sub in ("images", "rootfs"):
+                shutil.rmtree(self.dir / sub, ignore_errors=True)
+            for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
+                try:
+                    os.unlink(self.dir / name)
+                except FileNotFoundError:
+                    pass
+            self._status("aborted", reason=reason[:2000])
+        else:
+            self.phase = "aborted"
+
+
+class _CodedError(MigrationError):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)

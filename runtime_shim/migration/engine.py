@@ -1,0 +1,408 @@
+"""The seams where the dump and restore engines plug into a migration.
+
+``SourceContainer`` is what ``hetmig migrate`` drives on the source: describe
+the container, track and read dirty pages while it runs, freeze and thaw it,
+write the final image set, produce the rootfs delta, destroy it after the
+destination confirmed. ``DestinationRestore`` is what the agent drives: take
+pages as they arrive, restore from the final image set, abort.
+
+Implementations here:
+  * :class:`ProcessSource` (``--pid``): a plain process. Pre-copy is real
+    (capture.dirty trackers, process_vm_readv through /proc/PID/mem),
+    freezing is SIGSTOP/SIGCONT. The final dump needs ``capture.dump``; while
+    that engine is absent, :meth:`ProcessSource.dump_final` raises
+    MigrationError and the migration rolls back (the process is thawed).
+  * :class:`RuncSource` (a runc container id): the container's init process
+    tree, frozen with ``runc pause`` (cgroup freezer) and thawed with
+    ``runc resume``. Same final-dump rule.
+  * :class:`StagingRestore` (the agent's default): stores every page in a
+    per-migration page store (``pages.bin`` + index), so that the restore
+    engine finds the memory already in place at cut-over. ``restore`` needs
+    ``capture.restore``; while absent it raises MigrationError naming it.
+
+Nothing here pretends: every step that lacks its engine fails loudly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from capture.errors import HetmigError, MigrationError, PlatformError
+
+PAGE_SIZE = 4096
+Run = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDescription:
+    container_id: str
+    spec: dict[str, Any]
+    memory_bytes: int           # resident bytes of every tracked address space
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What the destination reports after a successful restore."""
+
+    pid: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class SourceContainer(Protocol):
+    def describe(self) -> SourceDescription: ...
+    def start_tracking(self) -> None: ...
+    def dirty(self, first: bool) -> dict[int, list[Run]]: ...
+    def read_pages(self, pid: int, runs: Sequence[Run], buf: memoryview) -> None: ...
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+    def stop_tracking(self) -> None: ...
+    def dump_final(self, image_dir: Path) -> None: ...
+    def rootfs_delta(self, out: Path) -> bool: ...
+    def destroy(self) -> None: ...
+
+
+class DestinationRestore(Protocol):
+    def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None: ...
+    def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None: ...
+    def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored: ...
+    def finish(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def present_filter(pid: int, runs: Sequence[Run], *, proc: str = "/proc") -> list[Run]:
+    """The pages of *runs* that are present or swapped (pagemap bits 63/62)."""
+    out: list[Run] = []
+    try:
+        fd = os.open(f"{proc}/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise PlatformError(f"cannot open {proc}/{pid}/pagemap: {err.strerror}", errno=err.errno) from err
+    try:
+        for addr, n in runs:
+            raw = os.pread(fd, n * 8, (addr // PAGE_SIZE) * 8)
+            start = -1
+            count = len(raw) // 8
+            for i, entry in enumerate(struct.unpack(f"={count}Q", raw)):
+                if entry >> 62 & 3:
+                    if start < 0:
+                        start = i
+                elif start >= 0:
+                    out.append((addr + start * PAGE_SIZE, i - start))
+                    start = -1
+            if start >= 0:
+                out.append((addr + start * PAGE_SIZE, count - start))
+    finally:
+        os.close(fd)
+    return out
+
+
+def _rss_bytes(pid: int, proc: str = "/proc") -> int:
+    try:
+        with open(f"{proc}/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _dump_engine() -> Any:
+    try:
+        return importlib.import_module("capture.dump")
+    except ModuleNotFoundError as err:
+        if err.name != "capture.dump":
+            raise
+        raise MigrationError("final dump: the dump engine (capture.dump) is not available in this build; "
+                             "nothing was migrated") from None
+
+
+def _restore_engine() -> Any:
+    try:
+        return importlib.import_module("capture.restore")
+    except ModuleNotFoundError as err:
+        if err.name != "capture.restore":
+            raise
+        raise MigrationError("restore: the restore engine (capture.restore) is not available on this "
+                             "agent; nothing was restored") from None
+
+
+class ProcessSource:
+    """A single process (``hetmig migrate --pid PID``)."""
+
+    def __init__(self, pid: int, *, tracker: str | None = None, name: str | None = None) -> None:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise MigrationError(f"--pid {pid}: no such process")
+        self.pid = pid
+        self.name = name or f"pid-{pid}"
+        self.tracker_kind = tracker
+        self._tracker: Any = None
+        self._frozen = False
+        self.tree = False
+        self._held: list[int] = []
+        self._mem: int | None = None
+
+    def describe(self) -> SourceDescription:
+        return SourceDescription(self.name, {}, _rss_bytes(self.pid), (self.pid,))
+
+    def start_tracking(self) -> None:
+        from capture.dirty import TrackerKind, make_tracker
+
+        prefer = TrackerKind(self.tracker_kind) if self.tracker_kind else None
+        self._tracker = make_tracker(self.pid, prefer=prefer)
+        self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+
+    @property
+    def tracker_name(self) -> str:
+        return str(self._tracker.kind.value) if self._tracker is not None else "none"
+
+    def dirty(self, first: bool) -> dict[int, list[Run]]:
+        runs = self._tracker.scan()
+        if first:
+            runs = present_filter(self.pid, runs)
+        return {self.pid: runs}
+
+    def read_pages(self, pid: int, runs: Sequence[Run], buf: memoryview) -> None:
+        assert self._mem is not None
+        off = 0
+        for addr, n in runs:
+            size = n * PAGE_SIZE
+            try:
+                got = os.preadv(self._mem, [buf[off:off + size]], addr)
+            except OSError as err:
+                raise PlatformError(f"reading {size} bytes at 0x{addr:x} of pid {pid} failed",
+                                    errno=err.errno) from err
+            if got != size:
+                buf[off + got:off + size] = bytes(size - got)  # unmapped meanwhile: zeros
+            off += size
+
+    def freeze(self) -> None:
+        """ptrace freeze: seize and interrupt every thread (no user code runs until thaw)."""
+        from capture.platform.linux import LinuxPlatform
+
+        plat = LinuxPlatform()
+        self._held = []
+        try:
+            for tid in plat.list_threads(self.pid):
+                plat.seize(tid)
+                self._held.append(tid)
+            for tid in self._held:
+                plat.interrupt(tid)
+        except PlatformError as err:
+            self.thaw()
+            raise MigrationError(f"cannot freeze pid {self.pid}: {err}") from err
+        self._frozen = True
+        if self._tracker is not None and hasattr(self._tracker, "hold"):
+            self._tracker.hold(True)
+
+    def thaw(self) -> None:
+        from capture.platform.linux import LinuxPlatform
+
+        plat = LinuxPlatform()
+        if self._tracker is not None and hasattr(self._tracker, "hold"):
+            self._tracker.hold(False)
+        for tid in self._held:
+            try:
+                plat.release(tid)
+            except PlatformError:
+                pass
+        self._held = []
+        self._frozen = False
+
+    def stop_tracking(self) -> None:
+        if self._tracker is not None:
+            tracker, self._tracker = self._tracker, None
+            tracker.stop()
+        if self._mem is not None:
+            os.close(self._mem)
+            self._mem = None
+
+    def dump_final(self, image_dir: Path) -> None:
+        """capture.dump on the frozen tree; it sees our held threads as already stopped."""
+        if not self._frozen:
+            raise MigrationError(f"final dump of pid {self.pid} requested while it is not frozen")
+        engine = _dump_engine()
+        fn = getattr(engine, "dump", None)
+        if fn is None:
+            raise MigrationError("final dump: capture.dump has no dump(pid, images_dir, ...) entry point")
+        from capture.platform.linux import LinuxPlatform
+
+        held = _HeldPlatform(LinuxPlatform(), set(self._held))
+        try:
+            fn(self.pid, image_dir, leave_running=True, tree=self.tree, platform=held)
+        except HetmigError as err:
+            raise MigrationError(f"final dump of pid {self.pid} failed: {err}") from err
+
+    def rootfs_delta(self, out: Path) -> bool:
+        return False  # a plain process has no container rootfs
+
+    def destroy(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._frozen = False
+
+
+class _HeldPlatform:
+    """The platform, except that threads we already hold stopped are not seized,
+    interrupted or released again: the dump engine works inside our freeze and
+    leaves the tree frozen for us (we release it on thaw, or kill it after the
+    destination confirmed)."""
+
+    def __init__(self, inner: Any, held: set[int]) -> None:
+        self._inner = inner
+        self._held = held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def seize(self, tid: int) -> None:
+        if tid not in self._held:
+            self._inner.seize(tid)
+
+    def interrupt(self, tid: int) -> None:
+        if tid not in self._held:
+            self._inner.interrupt(tid)
+
+    def release(self, tid: int) -> None:
+        if tid not in self._held:
+            self._inner.release(tid)
+
+
+class RuncSource(ProcessSource):
+    """A runc container: its init process, frozen through runc's cgroup freezer."""
+
+    def __init__(self, container_id: str, *, root: str | None = None, tracker: str | None = None) -> None:
+        self.runc = ["runc"] + (["--root", root] if root else [])
+        state = self._runc("state", container_id)
+        info = json.loads(state)
+        if info.get("status") != "running":
+            raise MigrationError(f"container {container_id}: status={info.get('status')!r}, expected 'running'")
+        self.bundle = Path(info.get("bundle", ""))
+        super().__init__(int(info["pid"]), tracker=tracker, name=container_id)
+        self.container_id = container_id
+
+    def _runc(self, *args: str) -> str:
+        proc = subprocess.run([*self.runc, *args], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise PlatformError(f"runc {args[0]} failed", command=[*self.runc, *args], stderr=proc.stderr)
+        return proc.stdout
+
+    def describe(self) -> SourceDescription:
+        spec: dict[str, Any] = {}
+        cfg = self.bundle / "config.json"
+        if cfg.is_file():
+            spec = json.loads(cfg.read_text())
+        return SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
+
+    def freeze(self) -> None:
+        self._runc("pause", self.container_id)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if self._frozen:
+            self._runc("resume", self.container_id)
+            self._frozen = False
+
+    def destroy(self) -> None:
+        subprocess.run([*self.runc, "delete", "--force", self.container_id], capture_output=True, timeout=60)
+        self._frozen = False
+
+
+# -- destination ------------------------------------------------------------------------------
+
+INDEX = struct.Struct(">IQQ")  # pid, page address, offset in pages.bin
+
+
+class PageStore:
+    """Pages by (pid, address) in one file; a page sent again overwrites its slot."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.index: dict[tuple[int, int], int] = {}
+        self.size = 0
+
+    def put(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
+        off = 0
+        for addr, n in runs:
+            # contiguous fresh pages are written with one pwrite
+            fresh = all((pid, addr + i * PAGE_SIZE) not in self.index for i in range(n))
+            if fresh:
+                os.pwrite(self.fd, data[off:off + n * PAGE_SIZE], self.size)
+                for i in range(n):
+                    self.index[(pid, addr + i * PAGE_SIZE)] = self.size + i * PAGE_SIZE
+                self.size += n * PAGE_SIZE
+            else:
+                for i in range(n):
+                    key = (pid, addr + i * PAGE_SIZE)
+                    slot = self.index.get(key)
+                    if slot is None:
+                        slot = self.size
+                        self.index[key] = slot
+                        self.size += PAGE_SIZE
+                    os.pwrite(self.fd, data[off + i * PAGE_SIZE:off + (i + 1) * PAGE_SIZE], slot)
+            off += n * PAGE_SIZE
+
+    def get(self, pid: int, addr: int) -> bytes:
+        return os.pread(self.fd, PAGE_SIZE, self.index[(pid, addr)])
+
+    def save_index(self) -> None:
+        tmp = self.path.with_suffix(".idx.tmp")
+        with open(tmp, "wb") as f:
+            for (pid, addr), off in sorted(self.index.items()):
+                f.write(INDEX.pack(pid, addr, off))
+        os.replace(tmp, self.path.with_suffix(".idx"))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class StagingRestore:
+    """Collects the pre-copied memory; restoring needs capture.restore."""
+
+    def __init__(self) -> None:
+        self.store: PageStore | None = None
+        self.workdir: Path | None = None
+
+    def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
+        self.workdir = workdir
+        self.store = PageStore(workdir / "pages.bin")
+
+    def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
+        assert self.store is not None
+        self.store.put(pid, runs, data)
+
+    def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored:
+        assert self.store is not None
+        self.store.save_index()
+        engine = _restore_engine()
+        fn = getattr(engine, "restore_from_precopy", None)
+        if fn is None:
+            raise MigrationError("restore: capture.restore has no restore_from_precopy(image_dir, pages, "
+                                 "rootfs_dir) entry point")
+        pid = int(fn(image_dir, self.store.path, rootfs_dir))
+        return Restored(pid)
+
+    def finish(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def abort(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            try:
+                os.unlink(self.store.path)
+            except FileNotFoundError:
+                pass

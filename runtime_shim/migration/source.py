@@ -1,0 +1,311 @@
+"""The migration driver on the source host (``hetmig migrate``).
+
+Steps, each reported through a progress callback:
+  1. connect: TLS 1.3, our certificate presented, the agent's fingerprint
+     checked against the pins before anything is sent; HELLO with a fresh
+     nonce and a fresh migration id, the reply must echo our nonce.
+  2. pre-check: our host info is sent as the requirement; the agent's
+     verdict and our own check of its host info must both say yes, else
+     RefusedError (exit 3) naming the missing CPU flags / XSAVE components.
+     Nothing has been frozen or tracked yet.
+  3. BEGIN, then pre-copy rounds while the container runs: round 1 sends
+     every present page, later rounds the pages written since. Iteration
+     stops when the remaining dirty set would transfer within
+     ``max_downtime`` at the measured rate, when it stops shrinking, or after
+     ``precopy_rounds`` rounds.
+  4. cut-over: freeze, final dirty pages, stop tracking (the userfaultfd
+     leaves the target), final dump (image files), rootfs delta, COMMIT; on
+     CONFIRM the source is destroyed and FINISH is sent.
+Any failure before CONFIRM thaws the source and sends ABORT: the container
+runs on where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from capture.errors import HetmigError, MigrationError, RefusedError
+from runtime_shim.migration import hostinfo, identity, wire
+from runtime_shim.migration.engine import PAGE_SIZE, Run, SourceContainer
+from runtime_shim.migration.wire import Limits, MsgType, RemoteError
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateOptions:
+    host: str
+    port: int
+    state_dir: Path
+    precopy_rounds: int = 8
+    max_downtime_ms: int = 100
+    extra_pins: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+    io_timeout: float = 120.0
+
+
+@dataclass
+class RoundStat:
+    round: int
+    pages: int
+    bytes: int
+    ms: float
+
+
+@dataclass
+class Report:
+    migration_id: str
+    container_id: str
+    total_ms: float = 0.0
+    downtime_ms: float = 0.0
+    memory_bytes: int = 0
+    tracker: str = ""
+    rounds: list[RoundStat] = field(default_factory=list)
+    restored_pid: int | None = None
+    outcome: str = "running"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rounds"] = [asdict(r) for r in self.rounds]
+        return d
+
+
+class Connection:
+    """An authenticated TLS connection to an agent."""
+
+    def __init__(self, opts: MigrateOptions) -> None:
+        ident = identity.load_identity(opts.state_dir)
+        pins = identity.read_trusted(opts.state_dir) | {identity.normalize_fingerprint(p) for p in opts.extra_pins}
+        if not pins:
+            raise MigrationError(f"no pinned agent fingerprints in {opts.state_dir}/trusted-peers "
+                                 f"(use `hetmig agent trust FP --state-dir {opts.state_dir}` or --trust FP)")
+        try:
+            raw = socket.create_connection((opts.host, opts.port), timeout=opts.connect_timeout)
+        except OSError as err:
+            raise MigrationError(f"cannot connect to {opts.host}:{opts.port}: {err}") from err
+        try:
+            self.sock = identity.client_context(ident).wrap_socket(raw)
+        except (ssl.SSLError, OSError) as err:
+            raw.close()
+            raise MigrationError(f"TLS handshake with {opts.host}:{opts.port} failed: {err}") from err
+        try:
+            self.fingerprint = identity.check_pinned(self.sock, pins, role="agent")
+        except identity.AuthError:
+            self.sock.close()
+            raise
+        self.sock.settimeout(opts.io_timeout)
+        self.limits = Limits()
+
+    def send(self, mtype: MsgType, obj: dict[str, Any]) -> None:
+        wire.send_json(self.sock, mtype, obj)
+
+    def recv(self, *types: MsgType) -> dict[str, Any]:
+        return wire.expect(wire.read_frame(self.sock, self.limits), *types).json()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _batches(runs: list[Run], max_pages: int, max_runs: int) -> Iterator[list[Run]]:
+    batch: list[Run] = []
+    pages = 0
+    for addr, n in runs:
+        while n:
+            take = min(n, max_pages - pages)
+            batch.append((addr, take))
+            pages += take
+            addr += take * PAGE_SIZE
+            n -= take
+            if pages == max_pages or len(batch) == max_runs:
+                yield batch
+                batch, pages = [], 0
+    if batch:
+        yield batch
+
+
+class Migration:
+    def __init__(self, source: SourceContainer, opts: MigrateOptions, progress: Progress | None = None) -> None:
+        self.source = source
+        self.opts = opts
+        self.progress = progress or (lambda ev: None)
+        self.migration_id = uuid.uuid4().hex
+        self.conn: Connection | None = None
+        self.report = Report(self.migration_id, "")
+        self._buf = bytearray(Limits().max_batch_pages * PAGE_SIZE)
+
+    def _emit(self, event: str, **data: Any) -> None:
+        self.progress({"event": event, "migration_id": self.migration_id, **data})
+
+    # -- steps --------------------------------------------------------------------------------
+    def connect_and_check(self) -> hostinfo.HostInfo:
+        conn = self.conn = Connection(self.opts)
+        nonce = os.urandom(16).hex()
+        conn.send(MsgType.HELLO, {"version": wire.PROTOCOL_VERSION, "nonce": nonce,
+                                  "migration_id": self.migration_id})
+        reply = conn.recv(MsgType.HELLO_REPLY)
+        if wire.get_str(reply, "client_nonce", "hello_reply", pattern=wire.NONCE_RE) != nonce:
+            raise MigrationError("hello_reply.client_nonce does not echo our nonce (replayed reply?)")
+        wire.get_str(reply, "nonce", "hello_reply", pattern=wire.NONCE_RE)
+        dst = hostinfo.HostInfo.from_json(wire.get_dict(reply, "hostinfo", "hello_reply"), "hello_reply.hostinfo")
+        self._emit("connected", agent=f"{self.opts.host}:{self.opts.port}", fingerprint=conn.fingerprint,
+                   destination={"os": dst.os, "arch": dst.arch, "kernel": dst.kernel})
+        return dst
+
+    def precheck(self, dst: hostinfo.HostInfo, memory: int, disk: int) -> None:
+        assert self.conn is not None
+        src = hostinfo.probe(self.opts.state_dir)
+        local = hostinfo.check_compat(src, dst, hostinfo.Needs(memory=memory, disk=disk))
+        self.conn.send(MsgType.CHECK, {"hostinfo": src.to_json(), "memory": memory, "disk": disk})
+        remote = hostinfo.Verdict.from_json(self.conn.recv(MsgType.VERDICT))
+        if not local.ok or not remote.ok:
+            reasons = list(dict.fromkeys(local.reasons + remote.reasons))
+            self._emit("refused", reasons=reasons, missing_flags=sorted(set(local.missing_flags) | set(remote.missing_flags)),
+                       missing_xsave=sorted(set(local.missing_xsave) | set(remote.missing_xsave)))
+            raise RefusedError(f"destination {self.opts.host}:{self.opts.port} cannot run this container: "
+                               + "; ".join(reasons))
+        self._emit("compatible")
+
+    def _send_round(self, rnd: int, dirty: dict[int, list[Run]]) -> RoundStat:
+        assert self.conn is not None
+        lim = self.conn.limits
+        t0 = time.monotonic()
+        pages = 0
+        view = memoryview(self._buf)
+        for pid, runs in dirty.items():
+            for batch in _batches(runs, lim.max_batch_pages, lim.max_batch_runs):
+                n = sum(k for _, k in batch)
+                data = view[: n * PAGE_SIZE]
+                self.source.read_pages(pid, batch, data)
+                wire.send_pages(self.conn.sock, pid, batch, data, round_no=rnd, limits=lim)
+                pages += n
+        self.conn.send(MsgType.ROUND_END, {"round": rnd, "pages": pages})
+        self.conn.recv(MsgType.ACK)
+        stat = RoundStat(rnd, pages, pages * PAGE_SIZE, round((time.monotonic() - t0) * 1000, 3))
+        self.report.rounds.append(stat)
+        self._emit("round", **asdict(stat))
+        return stat
+
+    def _send_file(self, path: Path, name: str, begin: MsgType, data_t: MsgType, end: MsgType) -> None:
+        assert self.conn is not None
+        size = path.stat().st_size
+        self.conn.send(begin, {"name": name, "size": size} if begin == MsgType.FILE_BEGIN else {"size": size})
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                wire.send_frame(self.conn.sock, data_t, chunk)
+        self.conn.send(end, {"sha256": h.hexdigest()})
+
+    def run(self) -> Report:
+        t_start = time.monotonic()
+        desc = self.source.describe()
+        self.report.container_id = desc.container_id
+        self.report.memory_bytes = desc.memory_bytes
+        max_rounds = max(1, self.opts.precopy_rounds)
+        # every pre-copy round may resend at most all memory; images and rootfs get their own allowance
+        announced = min(Limits().max_total, (desc.memory_bytes + (64 << 20)) * (max_rounds + 1) + (256 << 20))
+        frozen_at: float | None = None
+        tracking = False
+        try:
+            dst = self.connect_and_check()
+            self.precheck(dst, desc.memory_bytes, announced)
+            assert self.conn is not None
+            self.conn.send(MsgType.BEGIN, {"migration_id": self.migration_id, "container_id": desc.container_id,
+                                           "spec": desc.spec, "announced_bytes": announced})
+            self.conn.recv(MsgType.ACK)
+            self.source.start_tracking()
+            tracking = True
+            self.report.tracker = str(getattr(self.source, "tracker_name", ""))
+            rate = 0.0
+            prev_pages: int | None = None
+            rnd = 0
+            dirty = self.source.dirty(first=True)
+            unsent: dict[int, list[Run]] = {}
+            while True:
+                rnd += 1
+                stat = self._send_round(rnd, dirty)
+                if stat.ms > 0:
+                    rate = max(rate, stat.bytes / (stat.ms / 1000.0))
+                if rnd >= max_rounds:
+                    break
+                dirty = self.source.dirty(first=False)
+                pending = sum(n for runs in dirty.values() for _, n in runs)
+                est_ms = pending * PAGE_SIZE / rate * 1000.0 if rate else float("inf")
+                if est_ms <= self.opts.max_downtime_ms / 2 or (prev_pages is not None and pending >= prev_pages):
+                    # small enough, or not shrinking: this set goes into the frozen round
+                    self._emit("precopy-converged", pending_pages=pending, estimated_ms=round(est_ms, 3))
+                    unsent = dirty
+                    break
+                prev_pages = pending
+            # -- cut-over --------------------------------------------------------------
+            self.source.freeze()
+            frozen_at = time.monotonic()
+            self._emit("frozen")
+            from capture.dirty import merge_runs
+
+            merged: dict[int, list[Run]] = {pid: list(runs) for pid, runs in unsent.items()}
+            for pid, runs in self.source.dirty(first=False).items():
+                merged.setdefault(pid, []).extend(runs)
+            self._send_round(rnd + 1, {pid: merge_runs(runs) for pid, runs in merged.items()})
+            self.source.stop_tracking()
+            tracking = False
+            with tempfile.TemporaryDirectory(prefix="hetmig-migrate-") as tmp:
+                image_dir = Path(tmp) / "images"
+                image_dir.mkdir()
+                self.source.dump_final(image_dir)
+                for path in sorted(image_dir.iterdir()):
+                    self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+                delta = Path(tmp) / "rootfs-delta.tar"
+                if self.source.rootfs_delta(delta):
+                    self._send_file(delta, delta.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
+                    self.conn.recv(MsgType.ACK)
+            self.conn.send(MsgType.COMMIT, {})
+            confirm = self.conn.recv(MsgType.CONFIRM)
+        except BaseException as err:
+            self._roll_back(err, tracking)
+            if isinstance(err, RemoteError) and err.code == "refused":
+                raise RefusedError(str(err)) from err
+            raise
+        # confirmed: the destination runs it. Only now is the source destroyed.
+        self.report.restored_pid = wire.get_int(confirm, "pid", "confirm", hi=1 << 31)
+        self.report.downtime_ms = round((time.monotonic() - (frozen_at or time.monotonic())) * 1000, 3)
+        self.source.destroy()
+        try:
+            self.conn.send(MsgType.FINISH, {})
+            self.conn.recv(MsgType.ACK)
+        finally:
+            self.conn.close()
+        self.report.total_ms = round((time.monotonic() - t_start) * 1000, 3)
+        self.report.outcome = "migrated"
+        self._emit("done", **self.report.to_json())
+        return self.report
+
+    def _roll_back(self, err: BaseException, tracking: bool) -> None:
+        """Before CONFIRM: the source runs on as if nothing happened."""
+        try:
+            if tracking:
+                self.source.stop_tracking()
+        except HetmigError:
+            pass
+        finally:
+            self.source.thaw()
+        self.report.outcome = "rolled-back"
+        if self.conn is not None:
+            try:
+                self.conn.send(MsgType.ABORT, {"message": str(err)[:2000]})
+            except (OSError, HetmigError):
+                pass
+            self.conn.close()
+        self._emit("rolled-back", reason=str(err)[:2000])
