@@ -1,0 +1,1040 @@
+"""The restore engine: turn an image set back into a running process tree.
+
+Design (no CRIU code involved): the restorer forks one *seed* process (a copy
+of itself), seizes it with ptrace and, by injecting system calls into it
+(:mod:`capture.platform.linux_inject`), builds every process of the image in
+place:
+
+1. The seed maps a small *trampoline* region (one ``syscall`` instruction,
+   the code of a pid-namespace init, and scratch space for arguments) at an
+   address no image process uses, blocks all signals and drops its rseq.
+2. Processes are created by injected ``clone3`` with ``set_tid`` (the dumped
+   pid, also in a fresh pid namespace with ``--pidns``); parents before
+   children, ``setsid`` in session leaders before their children are forked,
+   ``setpgid`` once everybody exists. All open file descriptions (regular
+   files at their offset, both ends of every pipe with its buffered data,
+   the inherited terminal) are opened in the root process *before* it forks,
+   above every descriptor number the image uses, so descriptions shared
+   between processes stay shared; each process later ``dup3``\\ s the ones it
+   had and closes the rest.
+3. Each process then unmaps everything but the trampoline, gets the running
+   kernel's vDSO at the dumped vDSO address (``arch_prctl(ARCH_MAP_VDSO_64)``
+   with the vvar area sized for *this* kernel), maps every VMA at its address
+   (file mappings reopened from their paths, checked beforehand), receives
+   its pages with large ``process_vm_writev`` batches straight from an
+   ``mmap`` of the pages file, gets its final protections, brk and mm_*
+   fields, auxv and exe link (``prctl(PR_SET_MM, PR_SET_MM_MAP)``), cwd,
+   umask, signal handlers, itimers, rlimits (lowered only: raising a hard
+   limit needs CAP_SYS_RESOURCE; what could not be set is reported).
+4. Threads are created by injected ``clone3(CLONE_THREAD, set_tid)``; each
+   thread gets its robust list, clear-tid address, rseq, sigaltstack, name,
+   credentials and blocked mask; the trampoline is unmapped last.
+5. Every thread gets its registers (incl. fs/gs base) and xsave area; then
+   all are detached at once.
+
+Any failure kills every process created so far (they are traced with
+``PTRACE_O_EXITKILL`` too) and raises :class:`capture.errors.RestoreError`;
+the image directory is only ever read. Everything refusable is refused by
+:mod:`capture.restore_checks` before the first process exists.
+
+What it refuses to do: restore descriptor kinds other than regular files,
+pipes and the inherited terminal; shared anonymous memory; seccomp; raise
+hard rlimits; pretend: anything it could not restore exactly is listed in
+:attr:`RestoreResult.warnings`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import mmap
+import os
+import resource
+import signal
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from capture.errors import HetmigError, PlatformError, RestoreError
+from capture.platform import linux_inject as li
+from capture.platform.base import ThreadRegs
+from capture.restore_checks import (
+    FD_PIPE,
+    FD_REG,
+    FD_TTY,
+    O_ACCMODE,
+    O_CLOEXEC,
+    O_CREAT,
+    O_EXCL,
+    O_TRUNC,
+    PAGE,
+    TASK_SIZE,
+    VMA_AREA_VDSO,
+    VMA_AREA_VSYSCALL,
+    VMA_AREA_VVAR,
+    VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
+    ImageSet,
+    ProcessImage,
+    load_image_set,
+)
+
+# --- Linux constants (the target OS's values) --------------------------------------
+
+CLONE_VM: Final = 0x100
+CLONE_FS: Final = 0x200
+CLONE_FILES: Final = 0x400
+CLONE_SIGHAND: Final = 0x800
+CLONE_THREAD: Final = 0x10000
+CLONE_SYSVSEM: Final = 0x40000
+CLONE_NEWPID: Final = 0x20000000
+SIGCHLD: Final = 17
+THREAD_FLAGS: Final = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM
+
+AT_FDCWD: Final = -100
+F_DUPFD: Final = 0
+F_SETFL: Final = 4
+F_SETPIPE_SZ: Final = 1031
+SETFL_MASK: Final = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000  # APPEND NONBLOCK ASYNC DIRECT NOATIME
+SIG_SETMASK: Final = 2
+SS_DISABLE: Final = 2
+SS_AUTODISARM: Final = 1 << 31
+RSEQ_FLAG_UNREGISTER: Final = 1
+PR_SET_PDEATHSIG: Final = 1
+PR_SET_DUMPABLE: Final = 4
+PR_SET_KEEPCAPS: Final = 8
+PR_SET_NAME: Final = 15
+PR_CAPBSET_DROP: Final = 24
+PR_SET_SECUREBITS: Final = 28
+PR_SET_MM: Final = 35
+PR_SET_MM_MAP: Final = 14
+PR_SET_CHILD_SUBREAPER: Final = 36
+PR_SET_NO_NEW_PRIVS: Final = 38
+PR_SET_THP_DISABLE: Final = 41
+PR_CAP_AMBIENT: Final = 47
+PR_CAP_AMBIENT_RAISE: Final = 2
+ARCH_MAP_VDSO_64: Final = 0x2003
+LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
+RLIM_INFINITY: Final = 0xFFFF_FFFF_FFFF_FFFF
+U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+#: the trampoline region: page 0 = code, the rest = argument scratch.
+TRAMPOLINE_PAGES: Final = 32
+TRAMPOLINE_SIZE: Final = TRAMPOLINE_PAGES * PAGE
+INIT_CODE_OFFSET: Final = 0x100
+#: pid-namespace init (hand-assembled, position independent): loop on
+#: wait4(-1, &status, __WALL); remember the status of the pid stored at
+#: +0x68; on ECHILD exit_group() with that process's exit code (128+signal
+#: if it was killed).
+INIT_CODE: Final = bytes.fromhex(
+    "b83d00000048c7c7ffffffff488d3559000000ba000000404531d20f054883f8f6741c4883f8007cd73b0539000000"
+    "75cf8b0d35000000890d33000000ebc18b3d2b00000089f883e07f7409058000000089c7eb09c1ef0881e7ff000000"
+    "b8e70000000f05f4669000000000000000000000000000"
+)
+INIT_ROOTPID_OFFSET: Final = 0x68
+
+#: CRIU dumps 62 sigactions: signals 1..64 without SIGKILL (9) and SIGSTOP (19).
+SIGACTION_SIGNALS: Final = tuple(s for s in range(1, 65) if s not in (9, 19))
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What a restore produced: host pids of the image's pids, and warnings."""
+
+    root_pid: int  # host pid of the restored root process
+    pids: dict[int, int]  # image pid -> host pid
+    init_pid: int  # host pid of the pid-namespace init (0 without --pidns)
+    seconds: float
+    warnings: tuple[str, ...]
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+# --- the stub: one traced thread we inject into -----------------------------------
+
+
+@dataclass
+class _Stub:
+    """A stopped, traced thread running on the trampoline."""
+
+    host_tid: int
+    tramp: int
+    inj: li.Injector
+    used: int = 0
+
+    @classmethod
+    def attach_new(cls, host_tid: int, tramp: int) -> "_Stub":
+        inj = li.Injector(host_tid, tramp, keep_regs=True)
+        return cls(host_tid, tramp, inj)
+
+    def __call__(self, name: str | int, *args: int, check: bool = True) -> int:
+        return self.inj(name, *[a & U64 for a in args], check=check)
+
+    def call(self, name: str | int, *args: int, check: bool = True) -> li.SyscallResult:
+        return self.inj.call(name, *[a & U64 for a in args], check=check)
+
+    # scratch area: trampoline pages 1..N-1
+    def reset(self) -> None:
+        self.used = 0
+
+    def put(self, data: bytes, align: int = 16) -> int:
+        start = (self.used + align - 1) // align * align
+        if start + len(data) > TRAMPOLINE_SIZE - PAGE:
+            self.used = 0
+            start = 0
+            if len(data) > TRAMPOLINE_SIZE - PAGE:
+                raise RestoreError(f"argument of {len(data)} bytes does not fit the scratch area")
+        addr = self.tramp + PAGE + start
+        li.write_memory(self.host_tid, addr, data)
+        self.used = start + len(data)
+        return addr
+
+    def path(self, p: str) -> int:
+        return self.put(li.cstr(p))
+
+
+def _regs_from_image(gp: Any) -> ThreadRegs:
+    return ThreadRegs(
+        r15=gp.r15, r14=gp.r14, r13=gp.r13, r12=gp.r12, rbp=gp.bp, rbx=gp.bx, r11=gp.r11, r10=gp.r10,
+        r9=gp.r9, r8=gp.r8, rax=gp.ax, rcx=gp.cx, rdx=gp.dx, rsi=gp.si, rdi=gp.di,
+        orig_rax=U64,  # never let the kernel "restart" a syscall on our final resume
+        rip=gp.ip, cs=gp.cs, eflags=gp.flags & ~0x100, rsp=gp.sp, ss=gp.ss, fs_base=gp.fs_base,
+        gs_base=gp.gs_base, ds=gp.ds, es=gp.es, fs=gp.fs, gs=gp.gs,
+    )
+
+
+def _u32s(values: Any, count: int) -> bytes:
+    vals = list(values)[:count]
+    vals += [0] * (count - len(vals))
+    return struct.pack(f"<{count}I", *[v & 0xFFFFFFFF for v in vals])
+
+
+def _u64s(values: Any, count: int) -> bytes:
+    vals = list(values)[:count]
+    vals += [0] * (count - len(vals))
+    return struct.pack(f"<{count}Q", *[v & U64 for v in vals])
+
+
+XFEATURE_NAMES: Final = {2: "AVX (YMM)", 3: "MPX BNDREGS", 4: "MPX BNDCSR", 5: "AVX-512 opmask",
+                         6: "AVX-512 ZMM_Hi256", 7: "AVX-512 Hi16_ZMM", 9: "PKRU"}
+
+
+def build_xstate(fp: Any, template: bytes, host_xfeatures: int) -> bytes:
+    """An NT_X86_XSTATE buffer for this CPU from an image's user_x86_fpregs_entry.
+
+    *template* is the buffer the kernel returned for the target thread (its
+    size and software-reserved bytes are kept). Components the image holds but
+    this CPU lacks are dropped if they are in their initial (zero) state and
+    refused otherwise.
+    """
+    buf = bytearray(template)
+    struct.pack_into("<HHHHQQII", buf, 0, fp.cwd & 0xFFFF, fp.swd & 0xFFFF, fp.twd & 0xFFFF, fp.fop & 0xFFFF,
+                     fp.rip, fp.rdp, fp.mxcsr, fp.mxcsr_mask)
+    buf[32:160] = _u32s(fp.st_space, 32)
+    buf[160:416] = _u32s(fp.xmm_space, 64)
+    xs = fp.xsave
+    bv = xs.xstate_bv
+    comps = {c.number: c for c in li.xstate_components()}
+    pieces: dict[int, bytes] = {
+        2: _u32s(xs.ymmh_space, 64),
+        3: _u64s(xs.bndreg_state, 8),
+        4: _u64s(xs.bndcsr_state, 8)[:16],
+        5: _u64s(xs.opmask_reg, 8),
+        6: _u64s(xs.zmm_upper, 64),
+        7: _u64s(xs.hi16_zmm, 128),
+        9: _u32s(xs.pkru, 2),
+    }
+    out_bv = bv & 0x3
+    for num, data in pieces.items():
+        if not bv & (1 << num):
+            continue
+        comp = comps.get(num)
+        if comp is None or not host_xfeatures & (1 << num) or comp.offset + comp.size > len(buf):
+            if any(data):
+                raise RestoreError(
+                    f"the image uses xsave component {num} ({XFEATURE_NAMES.get(num, '?')}) which this CPU "
+                    f"does not provide")
+            continue
+        chunk = data[: comp.size].ljust(comp.size, b"\0")
+        buf[comp.offset : comp.offset + comp.size] = chunk
+        out_bv |= 1 << num
+    # components CRIU does not carry (AMX, CET ...) restore to their init state
+    buf[512:576] = b"\0" * 64
+    struct.pack_into("<Q", buf, 512, out_bv)
+    return bytes(buf)
+
+
+def _host_xfeatures(template: bytes) -> int:
+    magic1, _ext, xfeatures = struct.unpack_from("<IIQ", template, 464)
+    if magic1 == 0x46505853:
+        return int(xfeatures)
+    mask = 0x3
+    for c in li.xstate_components():
+        mask |= 1 << c.number
+    return mask
+
+
+def _vdso_layout(maps: list[li.MapLine]) -> tuple[int, int, int] | None:
+    """(vvar start, vdso start, vdso end) in *maps*, or None."""
+    vdso = [m for m in maps if m.path == "[vdso]"]
+    if not vdso:
+        return None
+    vvars = [m for m in maps if m.path.startswith("[vvar")]
+    vvar_start = min((m.start for m in vvars), default=vdso[0].start)
+    return vvar_start, vdso[0].start, vdso[0].end
+
+
+def _free_in(ranges: list[tuple[int, int]], start: int, size: int) -> bool:
+    return all(start + size <= lo or start >= hi for lo, hi in ranges)
+
+
+def _choose_trampoline(iset: ImageSet, host_vvar_size: int, own: list[li.MapLine]) -> int:
+    busy: list[tuple[int, int]] = [(m.start, m.end) for m in own]
+    for p in iset.processes:
+        for v in p.vmas:
+            if v.status & VMA_AREA_VSYSCALL:
+                continue
+            lo = v.start
+            if v.status & VMA_AREA_VDSO:
+                lo = v.start - host_vvar_size - PAGE
+            busy.append((lo, v.end + PAGE))
+    candidates = [0x10000 * k for k in range(16, 4096)]  # 1 MiB .. 256 MiB
+    candidates += [0x1000_0000_0000 + 0x100_0000 * k for k in range(256)]
+    for c in candidates:
+        if _free_in(busy, c, TRAMPOLINE_SIZE):
+            return c
+    raise RestoreError("no free address for the restore trampoline in the image's address space")
+
+
+# --- the engine --------------------------------------------------------------------
+
+
+@dataclass
+class _Proc:
+    img: ProcessImage
+    host_pid: int
+    stub: _Stub
+    threads: dict[int, _Stub] = field(default_factory=dict)  # image tid -> stub (main included)
+
+
+class _Restorer:
+    def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None) -> None:
+        self.iset = iset
+        self.pidns = pidns
+        self.root = root
+        self.tty_fd = tty_fd
+        self.warnings: list[str] = list(iset.warnings)
+        self.created: list[int] = []  # host pids to kill on failure
+        self.seed = 0
+        self.init_pid = 0
+        self.procs: dict[int, _Proc] = {}
+        self.tramp = 0
+        self.fd_base = 0
+        self.file_slot: dict[int, int] = {}
+        self.stages: dict[str, float] = {}
+        own = li.read_maps(os.getpid())
+        layout = _vdso_layout(own)
+        self.host_vdso = layout
+        self.host_vvar_size = (layout[1] - layout[0]) if layout else 0
+        self.host_vdso_bytes = b""
+        if layout:
+            self.host_vdso_bytes = ctypes.string_at(layout[1], layout[2] - layout[1])
+        self.own_maps = own
+
+    # -- bookkeeping --------------------------------------------------------------
+    def _stage(self, name: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + now - t0
+        return now
+
+    def kill_all(self) -> None:
+        for pid in reversed(self.created):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5.0
+        for pid in reversed(self.created):
+            try:
+                while time.monotonic() < deadline:
+                    got, _ = os.waitpid(pid, li.WALL | os.WNOHANG)
+                    if got == 0:
+                        time.sleep(0.001)
+                        continue
+                    break
+            except ChildProcessError:
+                pass
+
+    # -- step 1: the seed ---------------------------------------------------------
+    def make_seed(self) -> _Stub:
+        self.tramp = _choose_trampoline(self.iset, self.host_vvar_size, self.own_maps)
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.close(rfd)
+                if self.pidns:
+                    if li.libc().unshare(CLONE_NEWPID) != 0:
+                        os._exit(3)
+                os.write(wfd, b"x")
+                while True:
+                    signal.pause()
+            finally:
+                os._exit(0)
+        os.close(wfd)
+        self.seed = pid
+        self.created.append(pid)
+        got = os.read(rfd, 1)
+        os.close(rfd)
+        if got != b"x":
+            raise RestoreError("the seed process could not create a pid namespace (unshare CLONE_NEWPID failed)")
+        li.seize(pid, li.TRACE_CHILDREN)
+        li.interrupt(pid)
+        boot = li.Injector(pid, li.find_syscall_insn(pid), keep_regs=True)
+        li.remote_mmap(boot, self.tramp, TRAMPOLINE_SIZE, li.PROT_READ | li.PROT_WRITE | li.PROT_EXEC,
+                       li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE)
+        code = bytearray(PAGE)
+        code[0:3] = b"\x0f\x05\xcc"
+        code[INIT_CODE_OFFSET : INIT_CODE_OFFSET + len(INIT_CODE)] = INIT_CODE
+        li.write_memory(pid, self.tramp, bytes(code))
+        seed = _Stub(pid, self.tramp, li.Injector(pid, self.tramp, saved=boot.saved))
+        # all signals blocked in every stub until the very end
+        seed("rt_sigprocmask", SIG_SETMASK, seed.put(struct.pack("<Q", U64)), 0, 8)
+        rs = li.get_rseq(pid)
+        if rs is not None:
+            seed("rseq", rs.abi_pointer, rs.abi_size, RSEQ_FLAG_UNREGISTER, rs.signature)
+        return seed
+
+    def clone_process(self, parent: _Stub, pid: int, *, flags: int = 0, exit_signal: int = SIGCHLD) -> _Stub:
+        """Inject clone3(set_tid=[pid]) into *parent*; return the new, stopped child."""
+        parent.reset()
+        tid_arr = parent.put(struct.pack("<i", pid), align=8)
+        args = struct.pack("<11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tid_arr, 1, 0)
+        addr = parent.put(args, align=8)
+        res = parent.call("clone3", addr, len(args), check=False)
+        if res.value < 0:
+            import errno as errno_mod
+
+            if -res.value == errno_mod.EEXIST:
+                raise RestoreError(
+                    f"pid {pid} is already in use on this host; restore into a new pid namespace (--pidns) or "
+                    f"free the pid")
+            raise RestoreError(f"clone3(set_tid={pid}) failed: {os.strerror(-res.value)}")
+        if res.child == 0:
+            raise RestoreError(f"clone3(set_tid={pid}) returned {res.value} but no child was reported by ptrace")
+        if not flags & CLONE_THREAD:
+            self.created.append(res.child)
+        stop = li.wait_stop(res.child)
+        if not stop.stopped:
+            raise RestoreError(f"new process for pid {pid} {stop.describe()}")
+        if res.value != pid:
+            raise RestoreError(f"clone3 asked for pid {pid} but the kernel gave {res.value}")
+        return _Stub(res.child, self.tramp, li.Injector(res.child, self.tramp, saved=parent.inj.saved))
+
+    # -- step 2: files opened in the root before it forks ---------------------------
+    def open_files(self, stub: _Stub) -> None:
+        iset = self.iset
+        self.fd_base = max(3, iset.max_fd() + 1)
+        # room for every description above every image fd
+        need = self.fd_base + len(iset.files) + 8
+        cur, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if need > hard:
+            raise RestoreError(f"the image needs descriptors up to {need}, RLIMIT_NOFILE hard limit here is {hard}")
+        stub.reset()
+        stub("prlimit64", 0, 7, stub.put(struct.pack("<QQ", max(need, cur), hard)), 0)
+        # keep 0/1/2 for a terminal hand-over, close everything else hetmig had
+        stub("close_range", 3, 0xFFFFFFFF, 0)
+        slot = self.fd_base
+        pipes: dict[int, list[Any]] = {}
+        for desc in sorted(iset.files.values(), key=lambda f: f.id):
+            if desc.kind == FD_TTY:
+                src = self.tty_fd if self.tty_fd is not None else 0
+                stub("fcntl", src, F_DUPFD, slot)
+                stub("fcntl", slot, F_SETFL, desc.flags & SETFL_MASK)
+                self.file_slot[desc.id] = slot
+                slot += 1
+        stub("close_range", 0, 2, 0)
+        for desc in sorted(iset.files.values(), key=lambda f: f.id):
+            stub.reset()
+            if desc.kind == FD_REG:
+                flags = desc.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC)
+                fd = stub("openat", AT_FDCWD, stub.path(desc.path), flags, 0, check=False)
+                if fd < 0:
+                    raise RestoreError(f"cannot open {desc.path!r} (file id {desc.id}) with flags 0o{flags:o}: "
+                                       f"{os.strerror(-fd)}")
+                stub("dup3", fd, slot, 0)
+                stub("close", fd)
+                if desc.pos:
+                    stub("lseek", slot, desc.pos, 0)
+                self.file_slot[desc.id] = slot
+                slot += 1
+            elif desc.kind == FD_PIPE:
+                pipes.setdefault(desc.pipe_id, []).append(desc)
+        for pipe_id, descs in sorted(pipes.items()):
+            stub.reset()
+            arr = stub.put(b"\0" * 8, align=8)
+            stub("pipe2", arr, 0)
+            rfd, wfd = struct.unpack("<ii", li.read_memory(stub.host_tid, arr, 8))
+            data, size = self.iset.pipe_data.get(pipe_id, (b"", 0))
+            if size:
+                stub("fcntl", wfd, F_SETPIPE_SZ, size, check=False)
+            off = 0
+            while off < len(data):
+                stub.reset()
+                chunk = data[off : off + (TRAMPOLINE_SIZE - 2 * PAGE)]
+                n = stub("write", wfd, stub.put(chunk), len(chunk))
+                if n <= 0:
+                    raise RestoreError(f"pipe {pipe_id}: could not refill buffered data ({n})")
+                off += n
+            ends = {"r": rfd, "w": wfd}
+            for desc in descs:
+                end = "w" if (desc.flags & O_ACCMODE) == 1 else "r"
+                stub("dup3", ends[end], slot, 0)
+                stub("fcntl", slot, F_SETFL, desc.flags & SETFL_MASK)
+                self.file_slot[desc.id] = slot
+                slot += 1
+            stub("close", rfd)
+            stub("close", wfd)
+
+    # -- step 3: the tree ---------------------------------------------------------
+    def build_tree(self, seed: _Stub) -> None:
+        iset = self.iset
+        root = iset.root_process
+        parent = seed
+        if self.pidns and root.pid != 1:
+            init = self.clone_process(seed, 1)
+            self.init_pid = init.host_tid
+            init("close_range", 0, 0xFFFFFFFF, 0)
+            self._unmap_all(init)
+            li.write_memory(init.host_tid, self.tramp + INIT_CODE_OFFSET + INIT_ROOTPID_OFFSET,
+                            struct.pack("<i", root.pid))
+            self.init_stub = init
+            parent = init
+        rstub = self.clone_process(parent, root.pid)
+        self.procs[root.pid] = _Proc(root, rstub.host_tid, rstub, {root.pid: rstub})
+        if self.root != "/" or root.root != "/":
+            rstub.reset()
+            target = os.path.join(self.root, root.root.lstrip("/")) if self.root != "/" else root.root
+            rstub("chroot", rstub.path(target))
+            rstub("chdir", rstub.path("/"))
+        if root.sid == root.pid:
+            rstub("setsid")
+        else:
+            self.warnings.append(f"pid {root.pid}: session {root.sid} is outside the image; the restored tree "
+                                 f"joins the restorer's session (shell-job)")
+        self.open_files(rstub)
+        for p in iset.processes[1:]:
+            par = self.procs[p.ppid]
+            child = self.clone_process(par.stub, p.pid)
+            self.procs[p.pid] = _Proc(p, child.host_tid, child, {p.pid: child})
+            if p.sid == p.pid:
+                child("setsid")
+            elif p.sid != par.img.sid:
+                self.warnings.append(f"pid {p.pid}: session {p.sid} differs from its parent's ({par.img.sid}); "
+                                     f"it keeps its parent's session")
+        # process groups: leaders first, then members
+        pids = set(self.procs)
+        for leaders_first in (True, False):
+            for p in iset.processes:
+                if (p.pgid == p.pid) != leaders_first:
+                    continue
+                st = self.procs[p.pid].stub
+                if p.pgid == p.pid:
+                    if p.sid != p.pid:
+                        st("setpgid", 0, 0)
+                elif p.pgid in pids:
+                    st("setpgid", 0, p.pgid)
+                else:
+                    self.warnings.append(f"pid {p.pid}: process group {p.pgid} is outside the image; kept the "
+                                         f"inherited group")
+
+    # -- step 4: one process's state ---------------------------------------------
+    def _unmap_all(self, st: _Stub) -> None:
+        t = self.tramp
+        st("munmap", 0, t)
+        st("munmap", t + TRAMPOLINE_SIZE, TASK_SIZE - (t + TRAMPOLINE_SIZE))
+        left = [m for m in li.read_maps(st.host_tid) if m.path != "[vsyscall]" and m.start != t]
+        if left:
+            raise RestoreError(f"stub {st.host_tid}: mappings left after unmapping: "
+                               f"{[hex(m.start) + ' ' + m.path for m in left]}")
+
+    def restore_files(self, pr: _Proc) -> None:
+        st = pr.stub
+        for f in pr.img.fds:
+            slot = self.file_slot[f.file_id]
+            st("dup3", slot, f.fd, O_CLOEXEC if f.cloexec else 0)
+        st("close_range", self.fd_base, 0xFFFFFFFF, 0)
+
+    def restore_mm(self, pr: _Proc) -> None:
+        img = pr.img
+        st = pr.stub
+        pid = pr.host_pid
+        t0 = time.perf_counter()
+        self._unmap_all(st)
+        vdso = [v for v in img.vmas if v.status & VMA_AREA_VDSO]
+        if vdso:
+            self._place_vdso(pr, vdso[0])
+        t0 = self._stage("unmap+vdso", t0)
+        # map every VMA
+        open_fds: dict[tuple[int, int], int] = {}
+        fix_prot: list[Any] = []
+        page_vmas = self._vmas_with_pages(img)
+        for v in img.vmas:
+            if v.status & (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR):
+                continue
+            length = v.end - v.start
+            flags = (v.flags & ~(li.MAP_FIXED | li.MAP_FIXED_NOREPLACE)) | li.MAP_FIXED
+            prot = v.prot
+            shared = bool(v.flags & li.MAP_SHARED)
+            if not shared and v.start in page_vmas and not prot & li.PROT_WRITE:
+                prot |= li.PROT_WRITE
+                fix_prot.append(v)
+            if v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
+                acc = 2 if shared and v.prot & li.PROT_WRITE else 0
+                key = (v.shmid, acc)
+                fd = open_fds.get(key)
+                if fd is None:
+                    path = self._file_path(v.shmid)
+                    st.reset()
+                    fd = st("openat", AT_FDCWD, st.path(path), acc | O_CLOEXEC, 0, check=False)
+                    if fd < 0:
+                        raise RestoreError(f"pid {img.pid}: cannot open {path!r} to map 0x{v.start:x}: "
+                                           f"{os.strerror(-fd)}")
+                    open_fds[key] = fd
+                res = st("mmap", v.start, length, prot, flags & ~li.MAP_ANONYMOUS, fd, v.pgoff, check=False)
+            else:
+                res = st("mmap", v.start, length, prot, flags | li.MAP_ANONYMOUS, -1, 0, check=False)
+            if res != v.start:
+                err = os.strerror(-res) if res < 0 else f"landed at 0x{res:x}"
+                raise RestoreError(f"pid {img.pid}: mmap of VMA 0x{v.start:x}-0x{v.end:x} prot={v.prot} "
+                                   f"flags=0x{v.flags:x} failed: {err}")
+            if v.HasField("madv") and v.madv:
+                for bit in range(64):
+                    if v.madv & (1 << bit):
+                        if st("madvise", v.start, length, bit, check=False) < 0:
+                            self.warnings.append(f"pid {img.pid}: madvise({bit}) on 0x{v.start:x} failed")
+        for fd in open_fds.values():
+            st("close", fd)
+        t0 = self._stage("mmap", t0)
+        self._write_pages(pr)
+        t0 = self._stage("pages", t0)
+        for v in fix_prot:
+            st("mprotect", v.start, v.end - v.start, v.prot)
+        self._set_mm_map(pr)
+        self._stage("mm-map", t0)
+
+    def _vmas_with_pages(self, img: ProcessImage) -> set[int]:
+        out: set[int] = set()
+        vmas = [v for v in img.vmas if not v.status & VMA_AREA_VSYSCALL]
+        i = 0
+        for run in img.page_runs:
+            end = run.vaddr + run.nr_pages * PAGE
+            while i < len(vmas) and vmas[i].end <= run.vaddr:
+                i += 1
+            j = i
+            while j < len(vmas) and vmas[j].start < end:
+                out.add(vmas[j].start)
+                j += 1
+        return out
+
+    def _file_path(self, file_id: int) -> str:
+        """The image path of files.img entry *file_id* (as seen inside the stub's root)."""
+        path = self._reg_paths.get(file_id)
+        if path is None:
+            raise RestoreError(f"file id {file_id} has no path in files.img")
+        return path
+
+    def _place_vdso(self, pr: _Proc, vdso: Any) -> None:
+        st = pr.stub
+        if self.host_vdso is None:
+            raise RestoreError("the image has a vDSO but this kernel maps none (vdso=0?)")
+        size = vdso.end - vdso.start
+        host_size = self.host_vdso[2] - self.host_vdso[1]
+        if size != host_size:
+            self.warnings.append(f"pid {pr.img.pid}: dumped vDSO is {size} bytes, this kernel's is {host_size}; "
+                                 f"calls into the old vDSO entry points may fail")
+        elif self._dumped_vdso_differs(pr.img, vdso):
+            self.warnings.append(f"pid {pr.img.pid}: dumped vDSO content differs from this kernel's; its entry "
+                                 f"points were not redirected")
+        target = vdso.start - self.host_vvar_size
+        for v in pr.img.vmas:
+            if v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL):
+                continue
+            if v.start < vdso.start and v.end > target:
+                raise RestoreError(
+                    f"pid {pr.img.pid}: this kernel's vvar area ({self.host_vvar_size} bytes) before the vDSO at "
+                    f"0x{vdso.start:x} would overlap VMA 0x{v.start:x}-0x{v.end:x}")
+        st("arch_prctl", ARCH_MAP_VDSO_64, target)
+        layout = _vdso_layout(li.read_maps(pr.host_pid))
+        if layout is None or layout[1] != vdso.start:
+            got = f"0x{layout[1]:x}" if layout else "nowhere"
+            raise RestoreError(f"pid {pr.img.pid}: vDSO placed at {got}, wanted 0x{vdso.start:x}")
+
+    def _dumped_vdso_differs(self, img: ProcessImage, vdso: Any) -> bool:
+        data = self._read_image_pages(img, vdso.start, vdso.end)
+        return data is not None and data != self.host_vdso_bytes
+
+    def _read_image_pages(self, img: ProcessImage, start: int, end: int) -> bytes | None:
+        chunks = []
+        for run in img.page_runs:
+            rs, re_ = run.vaddr, run.vaddr + run.nr_pages * PAGE
+            if re_ <= start or rs >= end:
+                continue
+            if rs > start or re_ < end:
+                return None
+            with open(img.pages_file, "rb") as fh:
+                fh.seek(run.file_offset + (start - rs))
+                chunks.append(fh.read(end - start))
+        return b"".join(chunks) if chunks else None
+
+    def _write_pages(self, pr: _Proc) -> None:
+        img = pr.img
+        if not img.page_runs:
+            return
+        skip = [(v.start, v.end) for v in img.vmas if v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL)]
+        fd = os.open(img.pages_file, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                return
+            # a private writable view is never written: it only lets ctypes
+            # take the address of the page-cache pages without a copy
+            mem = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        anchor = ctypes.c_char.from_buffer(mem)
+        try:
+            try:
+                mem.madvise(mmap.MADV_SEQUENTIAL)
+            except (AttributeError, OSError):
+                pass
+            base = ctypes.addressof(anchor)
+            local: list[tuple[int, int]] = []
+            remote: list[tuple[int, int]] = []
+            for run in img.page_runs:
+                lo, hi = run.vaddr, run.vaddr + run.nr_pages * PAGE
+                if any(not (hi <= s or lo >= e) for s, e in skip):
+                    continue
+                local.append((base + run.file_offset, hi - lo))
+                remote.append((lo, hi - lo))
+            if local:
+                li.writev_remote(pr.host_pid, local, remote)
+        finally:
+            del anchor
+            mem.close()
+
+    def _set_mm_map(self, pr: _Proc) -> None:
+        mm = pr.img.mm
+        st = pr.stub
+        st.reset()
+        auxv = list(mm.mm_saved_auxv)
+        auxv_addr = st.put(li.pack_u64s(auxv), align=8) if auxv else 0
+        exe_fd = -1
+        if pr.img.exe_path:
+            exe_fd = st("openat", AT_FDCWD, st.path(pr.img.exe_path), O_CLOEXEC, 0, check=False)
+            if exe_fd < 0:
+                self.warnings.append(f"pid {pr.img.pid}: exe {pr.img.exe_path!r} not openable; exe link not set")
+                exe_fd = -1
+        data = struct.pack(
+            "<11QQII", mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk,
+            mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start, mm.mm_env_end,
+            auxv_addr, len(auxv) * 8, exe_fd & 0xFFFFFFFF,
+        )
+        addr = st.put(data, align=8)
+        res = st("prctl", PR_SET_MM, PR_SET_MM_MAP, addr, len(data), 0, check=False)
+        if exe_fd >= 0:
+            st("close", exe_fd)
+        if res < 0:
+            raise RestoreError(f"pid {pr.img.pid}: prctl(PR_SET_MM_MAP) failed: {os.strerror(-res)} (brk "
+                               f"0x{mm.mm_brk:x}, code 0x{mm.mm_start_code:x}-0x{mm.mm_end_code:x})")
+        if mm.HasField("dumpable") and mm.dumpable in (0, 1):
+            st("prctl", PR_SET_DUMPABLE, mm.dumpable, 0, 0, 0, check=False)
+        if mm.HasField("thp_disabled") and mm.thp_disabled:
+            st("prctl", PR_SET_THP_DISABLE, 1, 0, 0, 0, check=False)
+
+    def restore_task(self, pr: _Proc) -> None:
+        img = pr.img
+        st = pr.stub
+        tc = img.core.tc
+        if img.fs is not None:
+            st.reset()
+            res = st("chdir", st.path(img.cwd), check=False)
+            if res < 0:
+                raise RestoreError(f"pid {img.pid}: chdir({img.cwd!r}) failed: {os.strerror(-res)}")
+            if img.fs.HasField("umask"):
+                st("umask", img.fs.umask)
+        # signal handlers (process-wide)
+        for signo, sa in zip(SIGACTION_SIGNALS, tc.sigactions):
+            st.reset()
+            act = struct.pack("<QQQQ", sa.sigaction, sa.flags, sa.restorer, sa.mask)
+            res = st("rt_sigaction", signo, st.put(act, align=8), 0, 8, check=False)
+            if res < 0:
+                raise RestoreError(f"pid {img.pid}: rt_sigaction({signo}) failed: {os.strerror(-res)}")
+        if tc.HasField("timers"):
+            for which, it in enumerate((tc.timers.real, tc.timers.virt, tc.timers.prof)):
+                if it.isec or it.iusec or it.vsec or it.vusec:
+                    st.reset()
+                    st("setitimer", which, st.put(struct.pack("<4Q", it.isec, it.iusec, it.vsec, it.vusec)), 0)
+        if tc.HasField("rlimits"):
+            self._restore_rlimits(pr)
+        if tc.personality:
+            st("personality", tc.personality, check=False)
+        if tc.HasField("child_subreaper") and tc.child_subreaper:
+            st("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if tc.HasField("oom_score_adj"):
+            try:
+                with open(f"/proc/{pr.host_pid}/oom_score_adj", "w") as fh:
+                    fh.write(str(tc.oom_score_adj))
+            except OSError as err:
+                self.warnings.append(f"pid {img.pid}: oom_score_adj={tc.oom_score_adj} not set: {err.strerror}")
+
+    def _restore_rlimits(self, pr: _Proc) -> None:
+        st = pr.stub
+        for res_no, rl in enumerate(pr.img.core.tc.rlimits.rlimits):
+            st.reset()
+            out = st.put(b"\0" * 16, align=8)
+            st("prlimit64", 0, res_no, 0, out)
+            cur_now, max_now = struct.unpack("<QQ", li.read_memory(pr.host_pid, out, 16))
+            want_cur, want_max = rl.cur, rl.max
+            if (want_cur, want_max) == (cur_now, max_now):
+                continue
+            r = st("prlimit64", 0, res_no, st.put(struct.pack("<QQ", want_cur, want_max), align=8), 0, check=False)
+            if r == 0:
+                continue
+            # cannot raise a hard limit without CAP_SYS_RESOURCE: lower only
+            new_max = min(want_max, max_now)
+            new_cur = min(want_cur, new_max)
+            st("prlimit64", 0, res_no, st.put(struct.pack("<QQ", new_cur, new_max), align=8), 0, check=False)
+            self.warnings.append(f"pid {pr.img.pid}: rlimit {res_no} wanted cur={_lim(want_cur)} max={_lim(want_max)}"
+                                 f", set cur={_lim(new_cur)} max={_lim(new_max)} (raising needs CAP_SYS_RESOURCE)")
+
+    def make_threads(self, pr: _Proc) -> None:
+        for t in pr.img.threads[1:]:
+            child = self.clone_process(pr.stub, t.tid, flags=THREAD_FLAGS, exit_signal=0)
+            pr.threads[t.tid] = child
+
+    def restore_thread(self, pr: _Proc, tid: int, core: Any) -> None:
+        st = pr.threads[tid]
+        ti = core.thread_info
+        tcore = core.thread_core if core.HasField("thread_core") else None
+        st.reset()
+        st("set_tid_address", ti.clear_tid_addr)
+        if tcore is not None:
+            if tcore.futex_rla and tcore.futex_rla_len:
+                st("set_robust_list", tcore.futex_rla, tcore.futex_rla_len, check=False)
+            if tcore.HasField("sas"):
+                sas = tcore.sas
+                fl = sas.ss_flags & (SS_DISABLE | SS_AUTODISARM)
+                buf = struct.pack("<QiiQ", sas.ss_sp if not fl & SS_DISABLE else 0, fl, 0,
+                                  sas.ss_size if not fl & SS_DISABLE else 0)
+                res = st("sigaltstack", st.put(buf, align=8), 0, check=False)
+                if res < 0:
+                    raise RestoreError(f"tid {tid}: sigaltstack failed: {os.strerror(-res)}")
+            else:
+                st("sigaltstack", st.put(struct.pack("<QiiQ", 0, SS_DISABLE, 0, 0), align=8), 0)
+            if tcore.HasField("rseq_entry") and tcore.rseq_entry.rseq_abi_pointer:
+                rs = tcore.rseq_entry
+                res = st("rseq", rs.rseq_abi_pointer, rs.rseq_abi_size, 0, rs.signature, check=False)
+                if res < 0:
+                    raise RestoreError(f"tid {tid}: rseq re-registration at 0x{rs.rseq_abi_pointer:x} failed: "
+                                       f"{os.strerror(-res)}")
+            if tcore.HasField("pdeath_sig") and tcore.pdeath_sig:
+                st("prctl", PR_SET_PDEATHSIG, tcore.pdeath_sig, 0, 0, 0)
+            if tcore.HasField("sched_nice") and tcore.sched_nice:
+                st("setpriority", 0, 0, tcore.sched_nice, check=False)
+            if tcore.HasField("sched_policy") and tcore.sched_policy:
+                self.warnings.append(f"tid {tid}: scheduling policy {tcore.sched_policy} not restored")
+        comm = (tcore.comm if tcore is not None and tcore.HasField("comm") else "") or (
+            pr.img.core.tc.comm if tid == pr.img.pid else "")
+        if comm:
+            st.reset()
+            st("prctl", PR_SET_NAME, st.put(comm.encode()[:15] + b"\0"), 0, 0, 0)
+        if tcore is not None and tcore.HasField("creds"):
+            self._restore_creds(pr, st, tid, tcore.creds)
+
+    def _restore_creds(self, pr: _Proc, st: _Stub, tid: int, cr: Any) -> None:
+        st.reset()
+        bnd = _caps(cr.cap_bnd)
+        last_cap = _cap_last_cap()
+        for cap in range(last_cap + 1):
+            if not bnd & (1 << cap):
+                st("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0, check=False)
+        groups = list(cr.groups)
+        st("setgroups", len(groups), st.put(struct.pack(f"<{len(groups)}I", *groups), align=4) if groups else 0)
+        if cr.uid or cr.euid or cr.suid:
+            st("prctl", PR_SET_KEEPCAPS, 1, 0, 0, 0)
+        st("setresgid", cr.gid, cr.egid, cr.sgid)
+        st("setfsgid", cr.fsgid)
+        st("setresuid", cr.uid, cr.euid, cr.suid)
+        st("setfsuid", cr.fsuid)
+        eff, prm, inh = _caps(cr.cap_eff), _caps(cr.cap_prm), _caps(cr.cap_inh)
+        hdr = st.put(struct.pack("<Ii", LINUX_CAPABILITY_VERSION_3, 0), align=8)
+        data = st.put(struct.pack("<6I", eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
+                                  eff >> 32, prm >> 32, inh >> 32), align=8)
+        res = st("capset", hdr, data, check=False)
+        if res < 0:
+            raise RestoreError(f"tid {tid}: capset(eff=0x{eff:x} prm=0x{prm:x} inh=0x{inh:x}) failed: "
+                               f"{os.strerror(-res)}")
+        amb = _caps(cr.cap_amb)
+        for cap in range(last_cap + 1):
+            if amb & (1 << cap):
+                st("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0, check=False)
+        if cr.secbits or cr.uid or cr.euid or cr.suid:
+            st("prctl", PR_SET_SECUREBITS, cr.secbits, 0, 0, 0, check=False)
+        if cr.HasField("no_new_privs") and cr.no_new_privs:
+            st("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+    def finish_thread(self, pr: _Proc, tid: int, core: Any) -> None:
+        """Blocked mask (last syscall but the trampoline unmap), then registers."""
+        st = pr.threads[tid]
+        tcore = core.thread_core if core.HasField("thread_core") else None
+        if tcore is not None and tcore.HasField("blk_sigset"):
+            mask = tcore.blk_sigset
+        elif tid == pr.img.pid:
+            mask = pr.img.core.tc.blk_sigset
+        else:
+            mask = 0
+        st.reset()
+        st("rt_sigprocmask", SIG_SETMASK, st.put(struct.pack("<Q", mask), align=8), 0, 8)
+
+    def set_thread_regs(self, pr: _Proc, tid: int, core: Any) -> None:
+        st = pr.threads[tid]
+        ti = core.thread_info
+        fp = ti.fpregs if ti.HasField("fpregs") else None
+        if fp is not None:
+            if fp.HasField("xsave"):
+                template = li.get_xstate(st.host_tid)
+                li.set_xstate(st.host_tid, build_xstate(fp, template, _host_xfeatures(template)))
+            else:
+                buf = bytearray(li.get_fpregs(st.host_tid))
+                struct.pack_into("<HHHHQQII", buf, 0, fp.cwd, fp.swd, fp.twd, fp.fop, fp.rip, fp.rdp, fp.mxcsr,
+                                 fp.mxcsr_mask)
+                buf[32:160] = _u32s(fp.st_space, 32)
+                buf[160:416] = _u32s(fp.xmm_space, 64)
+                li.set_fpregs(st.host_tid, bytes(buf))
+        li.set_regs(st.host_tid, _regs_from_image(ti.gpregs))
+
+    # -- the whole run ---------------------------------------------------------------
+    def run(self) -> RestoreResult:
+        t_start = time.perf_counter()
+        self._reg_paths = self._collect_reg_paths()
+        try:
+            seed = self.make_seed()
+            t0 = self._stage("seed", t_start)
+            self.build_tree(seed)
+            # the seed goes before any pdeath_sig is armed in its children
+            self._drop_seed()
+            t0 = self._stage("tree", t0)
+            for pr in self.procs.values():
+                self.restore_files(pr)
+                t0 = self._stage("files", t0)
+                self.restore_mm(pr)
+                t0 = time.perf_counter()
+                self.restore_task(pr)
+                self.make_threads(pr)
+                for t in pr.img.threads:
+                    self.restore_thread(pr, t.tid, t.core)
+                for t in pr.img.threads:
+                    self.finish_thread(pr, t.tid, t.core)
+                # the trampoline goes last: single-step over munmap leaves the
+                # thread stopped right after the syscall instruction
+                pr.stub("munmap", self.tramp, TRAMPOLINE_SIZE)
+                for t in pr.img.threads:
+                    self.set_thread_regs(pr, t.tid, t.core)
+                t0 = self._stage("task", t0)
+            if self.init_pid:
+                init = self.init_stub
+                regs = init.inj.saved
+                assert regs is not None
+                li.set_regs(init.host_tid, dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
+            # everything is in place: let it run
+            for pr in self.procs.values():
+                for stt in pr.threads.values():
+                    sig = stt.inj.deferred_signals[0] if stt.inj.deferred_signals else 0
+                    li.detach(stt.host_tid, sig)
+            if self.init_pid:
+                li.detach(self.init_pid)
+            self._drop_seed()
+            self._stage("detach", t0)
+        except HetmigError as err:
+            self.kill_all()
+            if isinstance(err, RestoreError):
+                raise
+            raise RestoreError(f"restore failed, everything half-restored was killed: {err}") from err
+        except BaseException:
+            self.kill_all()
+            raise
+        root = self.iset.root_process
+        return RestoreResult(
+            root_pid=self.procs[root.pid].host_pid,
+            pids={p: pr.host_pid for p, pr in self.procs.items()},
+            init_pid=self.init_pid,
+            seconds=time.perf_counter() - t_start,
+            warnings=tuple(self.warnings),
+            stages=dict(self.stages),
+        )
+
+    def _collect_reg_paths(self) -> dict[int, str]:
+        from capture.images import read_image
+
+        out: dict[int, str] = {}
+        path = os.path.join(self.iset.directory, "files.img")
+        if os.path.exists(path):
+            for fe in read_image(path).entries:
+                if fe.HasField("reg"):
+                    out[fe.id] = fe.reg.name
+        return out
+
+    def _drop_seed(self) -> None:
+        if self.seed:
+            try:
+                os.kill(self.seed, signal.SIGKILL)
+                os.waitpid(self.seed, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            if self.seed in self.created:
+                self.created.remove(self.seed)
+            self.seed = 0
+
+
+def _caps(words: Any) -> int:
+    w = list(words) + [0, 0]
+    return (w[0] & 0xFFFFFFFF) | ((w[1] & 0xFFFFFFFF) << 32)
+
+
+def _cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return 40
+
+
+def _lim(v: int) -> str:
+    return "unlimited" if v == RLIM_INFINITY else str(v)
+
+
+def _pick_tty() -> int | None:
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd):
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns: bool = False) -> RestoreResult:
+    """Restore the image set in *image_dir*; return when the tree runs.
+
+    The restored root process is a child of nothing the caller owns (its
+    parent, the seed, is gone); callers that want its exit status set
+    PR_SET_CHILD_SUBREAPER first (the CLI does without ``--detach``).
+    """
+    root_dir = os.path.realpath(root) if root else "/"
+    if root and not os.path.isdir(root_dir):
+        raise RestoreError(f"--root {root!r} is not a directory")
+    tty = _pick_tty()
+    iset = load_image_set(image_dir, root=root_dir, have_tty=tty is not None)
+    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty)
+    return restorer.run()
