@@ -47,6 +47,13 @@ MAX_ENTRIES: Final = 1 << 22
 
 _U32: Final = struct.Struct("<I")
 
+_HEAD_TEXT: Final = {
+    Head.NONE: "its magic alone",
+    Head.COMMON: "the IMG_COMMON head",
+    Head.SERVICE: "the IMG_SERVICE head",
+    Head.RAW: "no magic",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Image:
@@ -138,6 +145,9 @@ class _Reader:
             msg.ParseFromString(body)
         except Exception as err:  # DecodeError, RecursionError, ... from the protobuf runtime
             raise self.error(f"{cls.DESCRIPTOR.name} does not parse: {err}", start) from None
+        if not msg.IsInitialized():
+            missing = ", ".join(msg.FindInitializationErrors())
+            raise self.error(f"{cls.DESCRIPTOR.name} lacks required fields: {missing}", start)
         return msg
 
 
@@ -232,8 +242,8 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> Image:
         raise r.error(f"unknown magic 0x{value:08x} (raw images such as pages-N.img "
                       "are recognised by file name only)", r.pos - 4)
     if head is not kind.head:
-        raise r.error(f"{kind.name} image has a {head.value} head, expected "
-                      f"{kind.head.value} (pre-1.1 image sets are not supported)", 0)
+        raise r.error(f"{kind.name} image starts with {_HEAD_TEXT[head]}, expected "
+                      f"{_HEAD_TEXT[kind.head]} (pre-1.1 image sets are not supported)", 0)
     entries, extra = _decode_entries(r, kind)
     return Image(kind.name, kind.magic, entries, extra)
 
