@@ -110,6 +110,43 @@ class Runc:
     def __init__(self, root: Path) -> None:
         self.binary = require("runc")
         self.root = root
+        self._held: list[int] = []
+
+    def pipes(self) -> tuple[int, int, int]:
+        """Fresh pipes for a container's stdin, stdout and stderr.
+
+        CRIU dumps pipes as external descriptors that ``runc restore`` reconnects
+        to its own stdio; a host file or /dev/null would be outside the
+        container's mount namespace and make the dump fail. The other ends
+        stay open here until cleanup().
+        """
+        fds = []
+        for child_end in ("r", "w", "w"):
+            r, w = os.pipe()
+            if child_end == "r":
+                fds.append(r)
+                self._held.append(w)
+            else:
+                fds.append(w)
+                self._held.append(r)
+        return fds[0], fds[1], fds[2]
+
+    def create_piped(self, cid: str, bundle: Path, *extra: str) -> None:
+        """``runc create`` with pipes as the container's stdio (checkpointable)."""
+        fin, fout, ferr = self.pipes()
+        try:
+            res = subprocess.run(
+                [self.binary, "--root", str(self.root), "create", "--bundle", str(bundle), *extra, cid],
+                stdin=fin,
+                stdout=fout,
+                stderr=ferr,
+                timeout=60,
+            )
+        finally:
+            for fd in (fin, fout, ferr):
+                os.close(fd)
+        if res.returncode != 0:
+            raise AssertionError(f"runc create {cid} -> {res.returncode}")
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
@@ -151,6 +188,12 @@ class Runc:
     def cleanup(self) -> None:
         for cid in self.ids():
             self("delete", "--force", cid, check=False)
+        for fd in self._held:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._held.clear()
 
 
 @pytest.fixture

@@ -13,9 +13,11 @@ Checkpoint and restore use one of two engines:
 * ``criu``: ``runc checkpoint`` / ``runc restore`` (CRIU through runc), with
   the runc flags hetmig accepts passed through;
 * ``native``: hetmig's own capture engine (:mod:`capture.dump`,
-  :mod:`capture.restore`). It is the default once both modules provide
-  ``dump``/``restore``; until then selecting it raises a
-  :class:`~capture.errors.HetmigError` saying what is missing.
+  :mod:`capture.restore`); selecting it while those modules lack
+  ``dump``/``restore`` raises a :class:`~capture.errors.HetmigError` saying
+  what is missing. Its restore puts the tree into the bundle's rootfs in a new
+  pid namespace, outside runc's bookkeeping, so criu stays the default
+  (``$HETMIG_ENGINE`` overrides).
 
 Either way the image directory also gets ``hetmig.json`` (source OS, arch,
 kernel, engine, the container's OCI spec, its FreeBSD translation with
@@ -80,8 +82,17 @@ def native_engine_missing() -> str | None:
 
 
 def default_engine() -> Engine:
-    """native when the capture engine is complete, else criu."""
-    return Engine.NATIVE if native_engine_missing() is None else Engine.CRIU
+    """The engine used when none is named: criu, or $HETMIG_ENGINE.
+
+    native becomes the default once its restore recreates the runc container
+    around the restored tree; today it restores the tree into the bundle's
+    rootfs in a new pid namespace only, outside runc's bookkeeping.
+    """
+    wanted = os.environ.get("HETMIG_ENGINE", "criu")
+    try:
+        return Engine(wanted)
+    except ValueError:
+        raise BadInputError(f"HETMIG_ENGINE={wanted!r} (expected criu or native)") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,11 +495,7 @@ class LinuxBackend:
             missing = native_engine_missing()
             if missing:
                 raise HetmigError(f"--engine native is not available yet: {missing}; use --engine criu")
-            from capture import restore as restore_mod
-
-            restore_fn: Any = getattr(restore_mod, "restore")
-            restore_fn(str(image_dir), bundle=opts.bundle, container_id=container_id, pid_file=opts.pid_file)
-            return 0
+            return self._native_restore(image_dir, opts)
         args = ["--image-path", str(image_dir), "--bundle", opts.bundle]
         if opts.work_path:
             args += ["--work-path", opts.work_path]
@@ -500,6 +507,32 @@ class LinuxBackend:
             args += ["--console-socket", opts.console_socket]
         args += opts.criu_only_flags()
         return self.passthrough("restore", *args, container_id)
+
+
+    def _native_restore(self, image_dir: Path, opts: RestoreOptions) -> int:
+        """Restore with capture.restore into the bundle's rootfs, in a new pid namespace.
+
+        The restored tree is not registered with runc (``state`` does not know
+        it); --pid-file receives the host pid of the restored root process.
+        """
+        from capture import restore as restore_mod
+
+        try:
+            spec = json.loads((Path(opts.bundle) / "config.json").read_text(encoding="utf-8"))
+            rootfs = spec["root"]["path"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BadInputError(f"--bundle {opts.bundle}: config.json has no root.path ({err})") from None
+        if not os.path.isabs(rootfs):
+            rootfs = os.path.join(opts.bundle, rootfs)
+        result: Any = restore_mod.restore(str(image_dir), root=rootfs, pidns=True)
+        if opts.pid_file:
+            tmp = f"{opts.pid_file}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(str(result.root_pid))
+            os.replace(tmp, opts.pid_file)
+        for warning in getattr(result, "warnings", ()):
+            log.warning("restore: %s", warning)
+        return 0
 
 
 def passthrough_verbs() -> Sequence[str]:
