@@ -10,7 +10,7 @@ MIRROR=${HETMIG_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 need_apt=()
 for pair in runc:runc podman:podman busybox:busybox-static debootstrap:debootstrap \
-            ip:iproute2 gcc:gcc iptables:iptables ping:iputils-ping; do
+            ip:iproute2 gcc:gcc iptables:iptables ping:iputils-ping zstd:zstd; do
     cmd=${pair%%:*}; pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
