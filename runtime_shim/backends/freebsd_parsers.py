@@ -19,7 +19,8 @@ Covered formats:
 
 Nothing here runs a command or touches the host. Malformed input raises
 :class:`FreeBSDParseError` naming the format, the line number and the text;
-nothing is skipped silently. Refused (documented limits): ``jls -n`` output
+nothing is skipped silently. (The procstat and linprocfs parsers are defined
+in :mod:`capture.platform.freebsd` and re-exported here.) Refused (documented limits): ``jls -n`` output
 without ``-q`` whose values contain spaces is ambiguous and parsed as if
 unquoted tokens never contain spaces; ``procstat -f`` COMM values containing
 spaces are not supported; the top-level nesting of ``procstat --libxo json``
@@ -28,33 +29,28 @@ is not in the reference, so the parser looks for the ``vm`` list anywhere.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
-from capture.errors import BadInputError
-
-
-class FreeBSDParseError(BadInputError):
-    """Text that does not follow the documented FreeBSD tool format."""
-
-    def __init__(self, fmt: str, reason: str, *, line_no: int | None = None, line: str | None = None) -> None:
-        self.fmt = fmt
-        self.reason = reason
-        self.line_no = line_no
-        self.line = line
-        where = fmt if line_no is None else f"{fmt} line {line_no}"
-        text = "" if line is None else f": {line!r}"
-        super().__init__(f"{where}: {reason}{text}")
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    # only "\n" ends a line: tool output may legitimately hold other control characters
-    for i, raw in enumerate(text.split("\n"), start=1):
-        raw = raw[:-1] if raw.endswith("\r") else raw
-        if raw.strip(" \t"):
-            yield i, raw
+# The procstat/linprocfs parsers live with the FreeBSD platform module (capture
+# must not import runtime_shim); they are re-exported here with the rest.
+from capture.platform.freebsd import (
+    PROCSTAT_FILES_HEADER,
+    PROCSTAT_VM_HEADER,
+    PROCSTAT_VM_TYPES,
+    FileEntry,
+    FreeBSDParseError,
+    MapsEntry,
+    VmEntry,
+    _lines,
+    _load_json,
+    parse_linprocfs_maps,
+    parse_procstat_files,
+    parse_procstat_vm,
+    parse_procstat_vm_json,
+    render_procstat_vm,
+)
 
 
 # ---------------------------------------------------------------------------
@@ -223,13 +219,6 @@ def parse_jls_params(text: str) -> list[dict[str, JailValue]]:
 
 # ---------------------------------------------------------------------------
 # libxo JSON (jls, procstat)
-
-
-def _load_json(fmt: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise FreeBSDParseError(fmt, f"not JSON: {err.msg} at line {err.lineno} column {err.colno}") from err
 
 
 def _ip_list(fmt: str, key: str, value: Any) -> tuple[str, ...]:
@@ -583,304 +572,12 @@ def parse_rctl_usage(text: str) -> dict[str, int]:
     return out
 
 
-# ---------------------------------------------------------------------------
-# procstat -v
 
-PROCSTAT_VM_HEADER = "  PID              START                END PRT  RES PRES REF SHD FLAG  TP PATH"
-PROCSTAT_VM_TYPES: Mapping[str, str] = {
-    "--": "none", "df": "default", "vn": "vnode", "sw": "swap", "dv": "device", "ph": "physical",
-    "dd": "dead", "sg": "scatter/gather", "md": "managed_device", "gd": "guard", "??": "unknown",
-}
-_VM_LONG_TO_SHORT = {v: k for k, v in PROCSTAT_VM_TYPES.items()}
-
-
-@dataclass(frozen=True, slots=True)
-class VmEntry:
-    """One map entry from ``procstat -v`` (end exclusive, as kve_end)."""
-
-    pid: int
-    start: int
-    end: int
-    read: bool
-    write: bool
-    execute: bool
-    resident: int
-    private_resident: int
-    ref_count: int
-    shadow_count: int
-    copy_on_write: bool
-    needs_copy: bool
-    super_pages: bool
-    grows_up: bool
-    grows_down: bool
-    wired: bool
-    type: str  # two-letter TP code, e.g. "df", "vn"
-    path: str
-
-
-def _hex(fmt: str, i: int, line: str, text: str) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise FreeBSDParseError(fmt, f"{text!r} is not a hex address", line_no=i, line=line) from None
-
-
-def _int(fmt: str, i: int, line: str, text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise FreeBSDParseError(fmt, f"{what} {text!r} is not an integer", line_no=i, line=line) from None
-
-
-def parse_procstat_vm(text: str) -> list[VmEntry]:
-    """Parse ``procstat -v PID`` text (header required)."""
-    fmt = "procstat -v"
-    out: list[VmEntry] = []
-    seen_header = False
-    for i, line in _lines(text):
-        if not seen_header:
-            if line.split() != PROCSTAT_VM_HEADER.split():
-                raise FreeBSDParseError(fmt, "first line is not the procstat -v header", line_no=i, line=line)
-            seen_header = True
-            continue
-        f = line.split(None, 10)
-        if len(f) < 10:
-            raise FreeBSDParseError(fmt, f"expected at least 10 columns, got {len(f)}", line_no=i, line=line)
-        prt, flag, tp = f[3], f[8], f[9]
-        if len(prt) != 3 or prt[0] not in "r-" or prt[1] not in "w-" or prt[2] not in "x-":
-            raise FreeBSDParseError(fmt, f"PRT {prt!r} is not [r-][w-][x-]", line_no=i, line=line)
-        if (
-            len(flag) != 5 or flag[0] not in "C-" or flag[1] not in "N-" or flag[2] not in "S-"
-            or flag[3] not in "UD-" or flag[4] not in "W-"
-        ):
-            raise FreeBSDParseError(fmt, f"FLAG {flag!r} is not [C-][N-][S-][UD-][W-]", line_no=i, line=line)
-        if tp not in PROCSTAT_VM_TYPES:
-            raise FreeBSDParseError(fmt, f"TP {tp!r} is not a known object type", line_no=i, line=line)
-        start = _hex(fmt, i, line, f[1])
-        end = _hex(fmt, i, line, f[2])
-        if end <= start:
-            raise FreeBSDParseError(fmt, "END is not above START", line_no=i, line=line)
-        out.append(VmEntry(
-            pid=_int(fmt, i, line, f[0], "PID"), start=start, end=end,
-            read=prt[0] == "r", write=prt[1] == "w", execute=prt[2] == "x",
-            resident=_int(fmt, i, line, f[4], "RES"), private_resident=_int(fmt, i, line, f[5], "PRES"),
-            ref_count=_int(fmt, i, line, f[6], "REF"), shadow_count=_int(fmt, i, line, f[7], "SHD"),
-            copy_on_write=flag[0] == "C", needs_copy=flag[1] == "N", super_pages=flag[2] == "S",
-            grows_up=flag[3] == "U", grows_down=flag[3] == "D", wired=flag[4] == "W",
-            type=tp, path=f[10] if len(f) > 10 else "",
-        ))
-    if not seen_header:
-        raise FreeBSDParseError(fmt, "empty output (no header line)")
-    return out
-
-
-def render_procstat_vm(entries: Iterable[VmEntry]) -> str:
-    """Render entries in ``procstat -v`` text form (for tests and doubles)."""
-    lines = [PROCSTAT_VM_HEADER]
-    for e in entries:
-        prt = ("r" if e.read else "-") + ("w" if e.write else "-") + ("x" if e.execute else "-")
-        flag = (
-            ("C" if e.copy_on_write else "-") + ("N" if e.needs_copy else "-") + ("S" if e.super_pages else "-")
-            + ("U" if e.grows_up else "D" if e.grows_down else "-") + ("W" if e.wired else "-")
-        )
-        lines.append(
-            f"{e.pid:5d} {e.start:#18x} {e.end:#18x} {prt} {e.resident:4d} {e.private_resident:4d} "
-            f"{e.ref_count:3d} {e.shadow_count:3d} {flag} {e.type:<2} {e.path}".rstrip()
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _find_vm_list(node: Any) -> list[Any] | None:
-    if isinstance(node, dict):
-        vm = node.get("vm")
-        if isinstance(vm, list) and all(isinstance(x, dict) and "kve_start" in x for x in vm):
-            return vm
-        for value in node.values():
-            found = _find_vm_list(value)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for value in node:
-            found = _find_vm_list(value)
-            if found is not None:
-                return found
-    return None
-
-
-def _json_int(fmt: str, idx: int, entry: Mapping[str, Any], key: str, *, hex_ok: bool = False) -> int:
-    if key not in entry:
-        raise FreeBSDParseError(fmt, f"vm[{idx}] has no {key!r}")
-    v = entry[key]
-    if isinstance(v, bool):
-        raise FreeBSDParseError(fmt, f"vm[{idx}].{key}={v!r} is not a number")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str):
-        try:
-            return int(v, 16) if hex_ok else int(v)
-        except ValueError:
-            pass
-    raise FreeBSDParseError(fmt, f"vm[{idx}].{key}={v!r} is not a number")
-
-
-def _json_flags(fmt: str, idx: int, entry: Mapping[str, Any], key: str, names: Sequence[str]) -> dict[str, bool]:
-    box = entry.get(key, {})
-    if not isinstance(box, dict):
-        raise FreeBSDParseError(fmt, f"vm[{idx}].{key} is not an object")
-    out: dict[str, bool] = {}
-    for n in names:
-        v = box.get(n, False)
-        if not isinstance(v, bool):
-            raise FreeBSDParseError(fmt, f"vm[{idx}].{key}.{n}={v!r} is not a boolean")
-        out[n] = v
-    return out
-
-
-def parse_procstat_vm_json(text: str) -> list[VmEntry]:
-    """Parse ``procstat --libxo json -v PID`` (the ``vm`` list, kve_* keys)."""
-    fmt = "procstat -v --libxo json"
-    doc = _load_json(fmt, text)
-    vm = _find_vm_list(doc)
-    if vm is None:
-        raise FreeBSDParseError(fmt, "no 'vm' list of kve_* entries found")
-    out: list[VmEntry] = []
-    for idx, e in enumerate(vm):
-        prot = _json_flags(fmt, idx, e, "kve_protection", ("read", "write", "exec"))
-        fl = _json_flags(
-            fmt, idx, e, "kve_flags", ("copy_on_write", "needs_copy", "super_pages", "grows_up", "grows_down", "wired")
-        )
-        long_type = e.get("kve_type", "none")
-        if long_type not in _VM_LONG_TO_SHORT:
-            raise FreeBSDParseError(fmt, f"vm[{idx}].kve_type={long_type!r} is not a known object type")
-        path = e.get("kve_path", "")
-        if not isinstance(path, str):
-            raise FreeBSDParseError(fmt, f"vm[{idx}].kve_path={path!r} is not a string")
-        start = _json_int(fmt, idx, e, "kve_start", hex_ok=True)
-        end = _json_int(fmt, idx, e, "kve_end", hex_ok=True)
-        if end <= start:
-            raise FreeBSDParseError(fmt, f"vm[{idx}]: kve_end is not above kve_start")
-        out.append(VmEntry(
-            pid=_json_int(fmt, idx, e, "process_id"), start=start, end=end,
-            read=prot["read"], write=prot["write"], execute=prot["exec"],
-            resident=_json_int(fmt, idx, e, "kve_resident"),
-            private_resident=_json_int(fmt, idx, e, "kve_private_resident"),
-            ref_count=_json_int(fmt, idx, e, "kve_ref_count"),
-            shadow_count=_json_int(fmt, idx, e, "kve_shadow_count"),
-            copy_on_write=fl["copy_on_write"], needs_copy=fl["needs_copy"], super_pages=fl["super_pages"],
-            grows_up=fl["grows_up"], grows_down=fl["grows_down"], wired=fl["wired"],
-            type=_VM_LONG_TO_SHORT[long_type], path=path,
-        ))
-    return out
-
-
-# ---------------------------------------------------------------------------
-# procstat -f
-
-PROCSTAT_FILES_HEADER = "  PID COMM                FD T V FLAGS    REF  OFFSET PRO NAME"
-PROCSTAT_FD_SPECIAL = frozenset({"ctty", "cwd", "jail", "root", "text", "trace"})
-PROCSTAT_FILE_TYPES = frozenset("vspfkmhtePDE?")
-PROCSTAT_VNODE_TYPES = frozenset("rdbclsfx?-")
-_FD_FLAG_LETTERS = "rwasfndl"
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """One row of ``procstat -f`` (without ``-C``)."""
-
-    pid: int
-    comm: str
-    fd: int | str  # number, or one of ctty/cwd/jail/root/text/trace
-    type: str
-    vnode_type: str
-    flags: frozenset[str]  # subset of r w a s f n d l
-    ref_count: int | None
-    offset: int | None
-    protocol: str
-    name: str
-
-
-def parse_procstat_files(text: str) -> list[FileEntry]:
-    """Parse ``procstat -f PID`` text (header required; COMM without spaces)."""
-    fmt = "procstat -f"
-    out: list[FileEntry] = []
-    seen_header = False
-    for i, line in _lines(text):
-        if not seen_header:
-            if line.split() != PROCSTAT_FILES_HEADER.split():
-                raise FreeBSDParseError(fmt, "first line is not the procstat -f header", line_no=i, line=line)
-            seen_header = True
-            continue
-        f = line.split(None, 9)
-        if len(f) < 9:
-            raise FreeBSDParseError(fmt, f"expected at least 9 columns, got {len(f)}", line_no=i, line=line)
-        pid = _int(fmt, i, line, f[0], "PID")
-        fd: int | str
-        if f[2] in PROCSTAT_FD_SPECIAL:
-            fd = f[2]
-        else:
-            fd = _int(fmt, i, line, f[2], "FD")
-        if f[3] not in PROCSTAT_FILE_TYPES or len(f[3]) != 1:
-            raise FreeBSDParseError(fmt, f"T {f[3]!r} is not a file type letter", line_no=i, line=line)
-        if f[4] not in PROCSTAT_VNODE_TYPES or len(f[4]) != 1:
-            raise FreeBSDParseError(fmt, f"V {f[4]!r} is not a vnode type letter", line_no=i, line=line)
-        flags_text = f[5]
-        if len(flags_text) != 8 or any(c != "-" and c != _FD_FLAG_LETTERS[k] for k, c in enumerate(flags_text)):
-            raise FreeBSDParseError(fmt, f"FLAGS {flags_text!r} is not 8 positions of rwasfndl or -", line_no=i, line=line)
-        ref = None if f[6] == "-" else _int(fmt, i, line, f[6], "REF")
-        off = None if f[7] == "-" else _int(fmt, i, line, f[7], "OFFSET")
-        out.append(FileEntry(
-            pid=pid, comm=f[1], fd=fd, type=f[3], vnode_type=f[4],
-            flags=frozenset(c for c in flags_text if c != "-"), ref_count=ref, offset=off,
-            protocol=f[8], name=f[9] if len(f) > 9 else "",
-        ))
-    if not seen_header:
-        raise FreeBSDParseError(fmt, "empty output (no header line)")
-    return out
-
-
-# ---------------------------------------------------------------------------
-# linprocfs /proc/PID/maps
-
-
-@dataclass(frozen=True, slots=True)
-class MapsEntry:
-    """One linprocfs maps line (end exclusive, Linux convention)."""
-
-    start: int
-    end: int
-    read: bool
-    write: bool
-    execute: bool
-    private: bool
-    offset: int
-    device: str
-    inode: int
-    path: str
-
-
-def parse_linprocfs_maps(text: str) -> list[MapsEntry]:
-    """Parse ``/compat/linux/proc/PID/maps`` (linuxulator.md section 7)."""
-    fmt = "linprocfs maps"
-    out: list[MapsEntry] = []
-    for i, line in _lines(text):
-        f = line.split(None, 5)
-        if len(f) < 5:
-            raise FreeBSDParseError(fmt, f"expected at least 5 fields, got {len(f)}", line_no=i, line=line)
-        rng, perms, off, dev, ino = f[:5]
-        lo, dash, hi = rng.partition("-")
-        if not dash:
-            raise FreeBSDParseError(fmt, "address range has no '-'", line_no=i, line=line)
-        start, end = _hex(fmt, i, line, lo), _hex(fmt, i, line, hi)
-        if end <= start:
-            raise FreeBSDParseError(fmt, "end is not above start", line_no=i, line=line)
-        if (
-            len(perms) != 4 or perms[0] not in "r-" or perms[1] not in "w-" or perms[2] not in "x-"
-            or perms[3] not in "ps"
-        ):
-            raise FreeBSDParseError(fmt, f"perms {perms!r} is not [r-][w-][x-][ps]", line_no=i, line=line)
-        out.append(MapsEntry(
-            start=start, end=end, read=perms[0] == "r", write=perms[1] == "w", execute=perms[2] == "x",
-            private=perms[3] == "p", offset=_hex(fmt, i, line, off), device=dev,
-            inode=_int(fmt, i, line, ino, "inode"), path=f[5].strip() if len(f) > 5 else "",
-        ))
-    return out
+__all__ = [
+    "FileEntry", "FreeBSDParseError", "JailInfo", "JailValue", "JlsRow", "MapsEntry", "PROCSTAT_FILES_HEADER",
+    "PROCSTAT_VM_HEADER", "PROCSTAT_VM_TYPES", "RCTL_ACTIONS", "RCTL_RESOURCES", "RCTL_RESOURCE_IDS",
+    "RCTL_SUBJECTS", "RctlFlag", "RctlRule", "VmEntry", "negate_bool_name", "parse_jail_e", "parse_jls",
+    "parse_jls_json", "parse_jls_params", "parse_linprocfs_maps", "parse_procstat_files", "parse_procstat_vm",
+    "parse_procstat_vm_json", "parse_rctl_rule", "parse_rctl_rules", "parse_rctl_usage", "quote_jail_e_value",
+    "rctl_rule_problem", "render_jail_e_line", "render_jail_param", "render_jls_row", "render_procstat_vm",
+]
