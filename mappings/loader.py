@@ -227,10 +227,20 @@ def _schema_reason(error: Any) -> str:
     if validator == "additionalProperties":
         return f"{error.message} (not a field of this mapping entry)"
     if validator == "oneOf":
-        return f"{error.message}: an entry needs exactly one of the alternatives this section allows"
+        forms = [_describe_form(alt) for alt in error.validator_value]
+        return "matches none or more than one of the allowed forms: " + " | ".join(forms)
     if validator == "required":
         return str(error.message)
     return str(error.message)
+
+
+def _describe_form(alt: Mapping[str, Any]) -> str:
+    kind = (alt.get("properties") or {}).get("kind") or {}
+    if "const" in kind:
+        fields = [k for k in (alt.get("properties") or {}) if k != "kind"]
+        return f"kind: {kind['const']}" + (f" ({', '.join(fields)})" if fields else "")
+    required = alt.get("required") or []
+    return "+".join(required) if required else "(other)"
 
 
 def _check_freebsd_facts(data: Mapping[str, Any], source: str) -> None:

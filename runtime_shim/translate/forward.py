@@ -20,7 +20,7 @@ from typing import Any
 
 from capture.errors import SpecError
 from mappings.loader import ConvertKind, MappingRules, NsMode, ResourceRule
-from runtime_shim.translate.model import DevfsRuleset, JailPlan, Loss, Mount, ParamValue, RctlRule
+from runtime_shim.translate.model import DevfsRuleset, JailPlan, Loss, Mount, ParamValue, RctlRule, Rlimit
 from runtime_shim.translate.spec import Path_, get_path, iter_uncovered, json_path, split_dotted, validate_oci
 
 _CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
@@ -60,9 +60,9 @@ class _Forward:
         self.covered: set[Path_] = set()
         self.devfs_rules: list[str] = []
         self.use_devfs = False
-        self.throttle_devices: dict[str, tuple[int, int]] = {}
+        self.devfs_at: int | None = None  # index in self.mounts where /dev goes
         self.process: dict[str, Any] | None = None
-        self.annotations: dict[str, str] = {}
+        self.rlimits: list[Rlimit] = []
 
     # -------------------------------------------------------------- helpers
 
@@ -89,10 +89,6 @@ class _Forward:
         self.devices()
         self.process_()
         self.table_losses()
-        ann = self.spec.get("annotations")
-        if isinstance(ann, dict):
-            self.annotations = dict(ann)
-            self.cover(("annotations",))
         for parts, value in iter_uncovered(self.spec, self.covered):
             self.losses.append(
                 Loss(json_path(parts), value, "no mapping entry for this field; it is not carried into the jail")
@@ -100,11 +96,10 @@ class _Forward:
         devfs = None
         if self.use_devfs:
             number = devfs_ruleset_number(self.name, self.rules)
-            self.params["mount.devfs"] = True
             self.params["devfs_ruleset"] = number
             devfs = DevfsRuleset(number, tuple(self.devfs_rules))
-            # exec.prepare runs before jail(8) mounts devfs with this ruleset
-            self.exec.setdefault("prepare", [])[:0] = devfs.commands()
+            at = self.devfs_at if self.devfs_at is not None else len(self.mounts)
+            self.mounts.insert(at, Mount("devfs", "devfs", self.rules.devfs.destination, ()))
         return JailPlan(
             name=self.name,
             params=self.params,
@@ -112,10 +107,9 @@ class _Forward:
             mounts=tuple(self.mounts),
             losses=tuple(self.losses),
             exec={phase: tuple(cmds) for phase, cmds in self.exec.items()},
-            devfs_ruleset=devfs,
+            devfs=devfs,
             process=self.process,
-            throttle_devices=self.throttle_devices,
-            annotations=self.annotations,
+            rlimits=tuple(self.rlimits),
         )
 
     def root(self) -> None:
@@ -242,16 +236,19 @@ class _Forward:
         if not limited:
             return
         j0, best = min(limited, key=lambda je: je[1]["rate"])
-        self.throttle_devices[rule.rctl_resource] = (best["major"], best["minor"])
         self.rctl.append(RctlRule(self.name, rule.rctl_resource, rule.rctl_action, best["rate"]))
         for j, e in limited:
-            if j != j0:
-                self.lose(
-                    parts + (j,),
-                    e,
-                    f"RCTL {rule.rctl_resource} is one limit per jail, not per device; "
-                    f"the jail uses the lowest rate {best['rate']} (device {best['major']}:{best['minor']})",
+            if j == j0:
+                reason = (
+                    f"RCTL {rule.rctl_resource} limits all file-system I/O of the jail (rate {e['rate']} kept); "
+                    f"the scope to device {e['major']}:{e['minor']} is lost"
                 )
+            else:
+                reason = (
+                    f"RCTL {rule.rctl_resource} is one limit per jail, not per device; "
+                    f"the jail uses the lowest rate {best['rate']} (device {best['major']}:{best['minor']})"
+                )
+            self.lose(parts + (j,), e, reason)
 
     def capabilities(self) -> None:
         caps = get_path(self.spec, ("process", "capabilities"))
@@ -283,6 +280,9 @@ class _Forward:
             opts: list[str] = list(m.get("options") or [])
             mtype = m.get("type") or ("bind" if {"bind", "rbind"} & set(opts) else "")
             dest = posixpath.normpath(m["destination"])
+            if dest == devfs_dest or (mtype in self.rules.mounts and self.rules.mounts[mtype].devfs):
+                if self.devfs_at is None:
+                    self.devfs_at = len(self.mounts)
             if dest == devfs_dest:
                 self.use_devfs = True
                 self.options(where, opts, (), self.rules.devfs.implied_options, "devfs")
@@ -327,7 +327,7 @@ class _Forward:
     def devices(self) -> None:
         cfg = self.rules.devfs
         names = list(dict.fromkeys(cfg.default_devices.values()))
-        self.devfs_rules = ["add hide"] + [f"add path '{n}' unhide" for n in names]
+        self.devfs_rules = ["hide"] + [f"path '{n}' unhide" for n in names]
         mapped_numbers: set[tuple[str, int, int]] = set()
         for i, dev in enumerate(get_path(self.spec, ("linux", "devices")) or []):
             where: Path_ = ("linux", "devices", i)
@@ -344,12 +344,12 @@ class _Forward:
                 continue
             assert rule.devfs is not None
             if rule.devfs not in names:
-                self.devfs_rules.append(f"add path '{rule.devfs}' unhide")
+                self.devfs_rules.append(f"path '{rule.devfs}' unhide")
             if "fileMode" in dev:
-                self.devfs_rules.append(f"add path '{rule.devfs}' mode {dev['fileMode'] & 0o7777:o}")
+                self.devfs_rules.append(f"path '{rule.devfs}' mode {dev['fileMode'] & 0o7777:o}")
             for key, action in (("uid", "user"), ("gid", "group")):
                 if key in dev:
-                    self.devfs_rules.append(f"add path '{rule.devfs}' {action} {dev[key]}")
+                    self.devfs_rules.append(f"path '{rule.devfs}' {action} {dev[key]}")
             mapped_numbers.add((dev["type"], dev.get("major", -1), dev.get("minor", -1)))
         for i, entry in enumerate(get_path(self.spec, ("linux", "resources", "devices")) or []):
             where = ("linux", "resources", "devices", i)
@@ -366,11 +366,19 @@ class _Forward:
         if not isinstance(proc, dict):
             return
         out: dict[str, Any] = {}
-        for key in ("args", "env", "cwd", "terminal", "user", "commandLine"):
+        for key in ("args", "env", "cwd"):
             if key in proc:
                 out[key] = proc[key]
                 self.cover(("process", key))
-        rlimits = []
+        if proc.get("terminal") is not True:
+            self.cover(("process", "terminal"))
+        user = proc.get("user")
+        if isinstance(user, dict):
+            out["user"] = f"{user['uid']}:{user['gid']}"
+            for key in ("uid", "gid"):
+                self.cover(("process", "user", key))
+            if not user.get("additionalGids"):
+                self.cover(("process", "user", "additionalGids"))
         for i, rl in enumerate(proc.get("rlimits") or []):
             where: Path_ = ("process", "rlimits", i)
             self.cover(where)
@@ -380,16 +388,15 @@ class _Forward:
             elif rule.loss is not None:
                 self.lose(where, rl, rule.loss)
             else:
-                rlimits.append({"type": rl["type"], "freebsd": rule.freebsd, "soft": rl["soft"], "hard": rl["hard"]})
-        if rlimits:
-            out["rlimits"] = rlimits
+                assert rule.freebsd is not None
+                self.rlimits.append(Rlimit(rule.freebsd, rl["type"], rl["soft"], rl["hard"]))
         self.process = out
 
     def table_losses(self) -> None:
         for oci, reason in self.rules.losses.items():
             parts = split_dotted(oci)
             value = get_path(self.spec, parts)
-            if value is not None:
+            if value is not None and parts not in self.covered:
                 self.lose(parts, value, reason)
 
 

@@ -6,12 +6,14 @@ systems to mount (fstab-like, destinations inside the jail), host-side
 commands per jail(8) ``exec.*`` phase (cpuset), a devfs ruleset, the
 per-process settings of the jailed process (args, env, rlimits) and the
 losses of the translation. ``to_json``/``from_json`` give the JSON form that
-``hetmig translate`` prints and reads; ``from_json`` refuses malformed input
+``hetmig translate`` prints and reads (and that the FreeBSD jail backend
+takes: keys jail, rctl, mounts, losses, exec, devfs, rlimits); ``from_json`` refuses malformed input
 with :class:`SpecError` naming the JSON path.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -40,8 +42,6 @@ class Loss:
         return {"path": self.path, "value": self.value, "reason": self.reason}
 
     def __str__(self) -> str:
-        import json
-
         return f"{self.path}={json.dumps(self.value, sort_keys=True)}: {self.reason}"
 
 
@@ -97,21 +97,51 @@ class Mount:
 
 @dataclass(frozen=True, slots=True)
 class DevfsRuleset:
-    """A devfs(8) ruleset for the jail's /dev: number and rule bodies."""
+    """A devfs(8) ruleset for the jail's /dev: its number and rule bodies.
+
+    Rule bodies are devfs(8) words after ``add`` (``hide``,
+    ``path 'null' unhide``); the ruleset starts from ``hide`` so that only
+    unhidden nodes are visible.
+    """
 
     number: int
     rules: tuple[str, ...]
 
     def commands(self) -> list[str]:
-        """devfs(8) commands, run on the host in exec.prepare (before mount.devfs)."""
+        """devfs(8) command lines defining the ruleset (host side, before the devfs mount)."""
         cmds = [f"devfs rule -s {self.number} delset"]
-        cmds += [f"devfs rule -s {self.number} {rule}" for rule in self.rules]
+        cmds += [f"devfs rule -s {self.number} add {rule}" for rule in self.rules]
         return cmds
 
 
 @dataclass(frozen=True, slots=True)
+class Rlimit:
+    """A per-process limit for the jailed process (not an RCTL rule)."""
+
+    type: str  # FreeBSD RLIMIT_* name
+    linux: str  # the OCI (Linux) RLIMIT_* name it came from
+    soft: int
+    hard: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "linux": self.linux, "soft": self.soft, "hard": self.hard}
+
+
+PROCESS_KEYS = ("args", "env", "cwd", "user")
+
+
+@dataclass(frozen=True, slots=True)
 class JailPlan:
-    """What a FreeBSD jail needs to match an OCI container (see module doc)."""
+    """What a FreeBSD jail needs to match an OCI container (see module doc).
+
+    ``process`` holds the jailed process: ``args``, ``env``, ``cwd`` and
+    ``user`` (``"UID:GID"``); ``exec`` the jail(8) ``exec.*`` host/jail
+    commands by phase (cpuset in ``created``). JSON form::
+
+        {"jail": {"name", "params"}, "rctl": [...], "mounts": [...],
+         "losses": [...], "exec": {PHASE: [...], "args", "env", "cwd", "user"},
+         "devfs": {"ruleset": N, "rules": [...]} | null, "rlimits": [...]}
+    """
 
     name: str
     params: Mapping[str, ParamValue]
@@ -119,28 +149,23 @@ class JailPlan:
     mounts: tuple[Mount, ...] = ()
     losses: tuple[Loss, ...] = ()
     exec: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    devfs_ruleset: DevfsRuleset | None = None
+    devfs: DevfsRuleset | None = None
     process: Mapping[str, Any] | None = None
-    throttle_devices: Mapping[str, tuple[int, int]] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    rlimits: tuple[Rlimit, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        exec_: dict[str, Any] = {phase: list(cmds) for phase, cmds in self.exec.items()}
+        if self.process:
+            exec_.update({k: v for k, v in self.process.items() if k in PROCESS_KEYS})
+        return {
             "jail": {"name": self.name, "params": dict(self.params)},
             "rctl": [str(rule) for rule in self.rctl],
             "mounts": [m.to_json() for m in self.mounts],
             "losses": [loss.to_json() for loss in self.losses],
-            "exec": {phase: list(cmds) for phase, cmds in self.exec.items()},
-            "devfs_ruleset": (
-                None
-                if self.devfs_ruleset is None
-                else {"number": self.devfs_ruleset.number, "rules": list(self.devfs_ruleset.rules)}
-            ),
-            "process": self.process,
-            "throttle_devices": {k: {"major": v[0], "minor": v[1]} for k, v in self.throttle_devices.items()},
-            "annotations": dict(self.annotations),
+            "exec": exec_,
+            "devfs": None if self.devfs is None else {"ruleset": self.devfs.number, "rules": list(self.devfs.rules)},
+            "rlimits": [rl.to_json() for rl in self.rlimits],
         }
-        return out
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = "<jail.json>") -> JailPlan:
@@ -150,7 +175,12 @@ class JailPlan:
             if not cond:
                 raise SpecError(source, path, reason)
 
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
         need(isinstance(data, dict), "", "expected a JSON object with jail, rctl, mounts, losses")
+        unknown = set(data) - {"jail", "rctl", "mounts", "losses", "exec", "devfs", "rlimits"}
+        need(not unknown, "", f"unknown keys {sorted(unknown)}")
         jail = data.get("jail")
         need(isinstance(jail, dict), "jail", "expected an object {name, params}")
         name = jail.get("name")
@@ -160,7 +190,7 @@ class JailPlan:
         need(isinstance(params, dict), "jail.params", "expected an object of jail parameters")
         for key, value in params.items():
             reason = check_param(key, value)
-            need(reason is None, f"jail.params[{key!r}]", reason or "")
+            need(reason is None, f"jail.params[{json.dumps(key)}]", reason or "")
         rules_raw = data.get("rctl", [])
         need(isinstance(rules_raw, list), "rctl", "expected a list of rule strings")
         rules = []
@@ -196,48 +226,65 @@ class JailPlan:
         exec_raw = data.get("exec") or {}
         need(isinstance(exec_raw, dict), "exec", "expected an object phase -> list of commands")
         exec_: dict[str, tuple[str, ...]] = {}
+        process: dict[str, Any] = {}
         for phase, cmds in exec_raw.items():
-            need(phase in EXEC_PHASES, f"exec.{phase}", f"unknown exec phase; expected one of {', '.join(EXEC_PHASES)}")
+            if phase in PROCESS_KEYS:
+                process[phase] = cmds
+                continue
+            need(
+                phase in EXEC_PHASES,
+                f"exec.{phase}",
+                f"unknown key; expected one of {', '.join(EXEC_PHASES + PROCESS_KEYS)}",
+            )
             need(
                 isinstance(cmds, list) and all(isinstance(c, str) for c in cmds),
                 f"exec.{phase}",
                 "expected a list of command strings",
             )
             exec_[phase] = tuple(cmds)
-        devfs_raw = data.get("devfs_ruleset")
+        for key in ("args", "env"):
+            if key in process:
+                v = process[key]
+                need(isinstance(v, list) and all(isinstance(a, str) for a in v), f"exec.{key}", "expected a list of strings")
+        if "cwd" in process:
+            need(isinstance(process["cwd"], str), "exec.cwd", "expected a string")
+        if "user" in process:
+            need(
+                isinstance(process["user"], str) and re.fullmatch(r"[0-9]+:[0-9]+", process["user"]) is not None,
+                "exec.user",
+                f"expected \"UID:GID\", got {process['user']!r}",
+            )
+        devfs_raw = data.get("devfs")
         devfs = None
         if devfs_raw is not None:
-            need(isinstance(devfs_raw, dict), "devfs_ruleset", "expected an object {number, rules}")
-            number = devfs_raw.get("number")
+            need(isinstance(devfs_raw, dict), "devfs", "expected an object {ruleset, rules}")
+            number = devfs_raw.get("ruleset")
             need(
-                isinstance(number, int) and not isinstance(number, bool) and 0 < number <= 65535,
-                "devfs_ruleset.number",
+                is_int(number) and 0 < number <= 65535,
+                "devfs.ruleset",
                 f"expected an integer 1..65535, got {number!r}",
             )
             rules_d = devfs_raw.get("rules", [])
             need(
                 isinstance(rules_d, list) and all(isinstance(r, str) for r in rules_d),
-                "devfs_ruleset.rules",
+                "devfs.rules",
                 "expected a list of strings",
             )
             devfs = DevfsRuleset(number, tuple(rules_d))
-        process = data.get("process")
-        need(process is None or isinstance(process, dict), "process", "expected an object or null")
-        td_raw = data.get("throttle_devices") or {}
-        need(isinstance(td_raw, dict), "throttle_devices", "expected an object resource -> {major, minor}")
-        throttle: dict[str, tuple[int, int]] = {}
-        for res, dev in td_raw.items():
-            ok = isinstance(dev, dict) and all(
-                isinstance(dev.get(k), int) and not isinstance(dev.get(k), bool) for k in ("major", "minor")
+        rl_raw = data.get("rlimits") or []
+        need(isinstance(rl_raw, list), "rlimits", "expected a list")
+        rlimits = []
+        for i, rl in enumerate(rl_raw):
+            ok = (
+                isinstance(rl, dict)
+                and isinstance(rl.get("type"), str)
+                and is_int(rl.get("soft"))
+                and is_int(rl.get("hard"))
+                and rl["soft"] >= 0
+                and rl["hard"] >= 0
             )
-            need(ok, f"throttle_devices.{res}", "expected {major: int, minor: int}")
-            throttle[res] = (dev["major"], dev["minor"])
-        ann = data.get("annotations") or {}
-        need(
-            isinstance(ann, dict) and all(isinstance(v, str) for v in ann.values()),
-            "annotations",
-            "expected an object of strings",
-        )
+            need(ok, f"rlimits[{i}]", f"expected {{type, linux, soft, hard}} with non-negative integers, got {rl!r}")
+            rlimits.append(Rlimit(rl["type"], str(rl.get("linux", rl["type"])), rl["soft"], rl["hard"]))
         return cls(
             name=name,
             params=dict(params),
@@ -245,8 +292,7 @@ class JailPlan:
             mounts=tuple(mounts),
             losses=tuple(losses),
             exec=exec_,
-            devfs_ruleset=devfs,
-            process=process,
-            throttle_devices=throttle,
-            annotations=dict(ann),
+            devfs=devfs,
+            process=process or None,
+            rlimits=tuple(rlimits),
         )

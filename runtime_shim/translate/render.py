@@ -1,8 +1,8 @@
 """Render a jail plan as jail.conf(5) / rctl(8) text, and parse such text back.
 
 ``render_jail_conf`` writes one jail block: kernel parameters, ``mount``
-entries as fstab(5) lines (host paths under the jail's ``path``), the devfs
-and cpuset commands as ``exec.prepare`` (before jail(8) mounts devfs) / ``exec.created``.
+entries as fstab(5) lines (host paths under the jail's ``path``; devfs with
+``ruleset=N`` in plan order), the devfs ruleset and cpuset commands as ``exec.prepare`` (before jail(8) mounts devfs) / ``exec.created``.
 RCTL rules are printed separately by ``render_rctl``, one rule per line as
 ``rctl -a`` takes them. Per-process settings (args, env, rlimits) are not jail parameters;
 they appear only as comments.
@@ -62,9 +62,18 @@ def _host_path(root: str, destination: str) -> str:
 
 
 def fstab_line(plan: JailPlan, mount: Mount) -> str:
-    """One fstab(5) line for a plan mount (mount point on the host)."""
+    """One fstab(5) line for a plan mount (mount point on the host).
+
+    A devfs mount carries ``ruleset=N`` (the jail's ``devfs_ruleset``), the
+    option jail(8) itself passes when it mounts devfs; it is rendered in plan
+    order (not as ``mount.devfs``, which jail(8) would mount after all
+    ``mount`` entries and so hide mounts below /dev).
+    """
     root = str(plan.params.get("path", "/"))
-    opts = ",".join(mount.options) or "rw"
+    options = list(mount.options)
+    if mount.fstype == "devfs" and plan.devfs is not None:
+        options.append(f"ruleset={plan.devfs.number}")
+    opts = ",".join(options) or "rw"
     return " ".join(
         (_fstab_field(mount.source), _fstab_field(_host_path(root, mount.destination)), mount.fstype, opts, "0", "0")
     )
@@ -80,13 +89,14 @@ def _bool_name(name: str, value: bool) -> str:
 def render_jail_conf(plan: JailPlan) -> str:
     """A jail.conf(5) block for the plan's jail."""
     lines = [HEADER.rstrip("\n"), f"# RCTL rules: see `hetmig translate --format rctl` (rctl -a each line)."]
-    if plan.process:
-        proc = plan.process
+    if plan.process or plan.rlimits:
+        proc = plan.process or {}
         lines.append("# jailed process (applied by the backend, not jail parameters):")
-        if "args" in proc:
-            lines.append(f"#   args: {json.dumps(proc['args'])}")
-        for rl in proc.get("rlimits") or []:
-            lines.append(f"#   rlimit {rl['freebsd']}: soft={rl['soft']} hard={rl['hard']}")
+        for key in ("args", "cwd", "user"):
+            if key in proc:
+                lines.append(f"#   {key}: {json.dumps(proc[key])}")
+        for rl in plan.rlimits:
+            lines.append(f"#   rlimit {rl.type}: soft={rl.soft} hard={rl.hard}")
     for loss in plan.losses:
         lines.append(f"# lost: {loss.path}: {loss.reason}")
     lines.append(f"{plan.name} {{")
@@ -103,7 +113,10 @@ def render_jail_conf(plan: JailPlan) -> str:
     for mount in plan.mounts:
         lines.append(f"    mount += {_always_quote(fstab_line(plan, mount))};")
     for phase in EXEC_PHASES:
-        for cmd in plan.exec.get(phase, ()):
+        cmds = list(plan.exec.get(phase, ()))
+        if phase == DEVFS_PHASE and plan.devfs is not None:
+            cmds[:0] = plan.devfs.commands()  # before jail(8) mounts anything
+        for cmd in cmds:
             lines.append(f"    exec.{phase} += {_always_quote(cmd)};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -254,9 +267,13 @@ def _plan_from_statements(
     exec_: dict[str, list[str]] = {}
     root = raw.get("path")
     root_s = root if isinstance(root, str) else "/"
+    devfs_flag = False
     for key, value in raw.items():
         where = f"{name}.{key}"
         if key == "name":
+            continue
+        if key == "mount.devfs":
+            devfs_flag = _typed(key, value, source, where) is True
             continue
         if key == "mount":
             for line in value if isinstance(value, list) else [str(value)]:
@@ -271,20 +288,37 @@ def _plan_from_statements(
     if isinstance(number, int) and not isinstance(number, bool):
         rules = []
         found = False
+        rest_cmds = []
         for cmd in exec_.get(DEVFS_PHASE, []):
             m = _DEVFS_CMD.match(cmd)
             if m is not None and int(m["n"]) == number:
                 found = True
                 if m["rest"] != "delset":
-                    rules.append(m["rest"])
+                    rules.append(m["rest"][4:])
+            else:
+                rest_cmds.append(cmd)
         if found:
             devfs = DevfsRuleset(number, tuple(rules))
+            if rest_cmds:
+                exec_[DEVFS_PHASE] = rest_cmds
+            else:
+                exec_.pop(DEVFS_PHASE, None)
+    fixed = []
+    for i, m in enumerate(mounts):
+        if m.fstype == "devfs":
+            rs = [o for o in m.options if o.startswith("ruleset=")]
+            if rs and (not isinstance(number, int) or rs[-1] != f"ruleset={number}"):
+                raise SpecError(source, f"{name}.mount[{i}]", f"{rs[-1]} differs from devfs_ruleset={number}")
+            m = Mount(m.fstype, m.source, m.destination, tuple(o for o in m.options if not o.startswith("ruleset=")))
+        fixed.append(m)
+    if devfs_flag:  # jail(8) mounts it after every `mount` entry
+        fixed.append(Mount("devfs", "devfs", "/dev", ()))
     return JailPlan(
         name=name,
         params=params,
-        mounts=tuple(mounts),
+        mounts=tuple(fixed),
         exec={k: tuple(v) for k, v in exec_.items()},
-        devfs_ruleset=devfs,
+        devfs=devfs,
     )
 
 

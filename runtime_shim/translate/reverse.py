@@ -17,7 +17,7 @@ from runtime_shim.translate.model import JailPlan, Loss, RctlRule
 from runtime_shim.translate.spec import json_path, set_path, split_dotted
 
 OCI_VERSION = "1.0.2"
-_DEVFS_RULE_RE = re.compile(r"^add path '(?P<name>[^']+)' (?P<action>unhide|mode [0-7]+|user \S+|group \S+)$")
+_DEVFS_RULE_RE = re.compile(r"^path '?(?P<name>[^' ]+)'? (?P<action>unhide|mode [0-7]+|user \S+|group \S+)$")
 
 # What runc itself mounts for a container /dev (runc spec defaults).
 _DEV_MOUNTS = (
@@ -66,7 +66,12 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
     for mtype, rule in rules.mounts.items():
         if rule.fstype is not None and rule.fstype not in by_fstype:
             by_fstype[rule.fstype] = mtype
+    devfs_mount = False
     for i, m in enumerate(plan.mounts):
+        if m.fstype == "devfs" and m.destination == rules.devfs.destination:
+            devfs_mount = True
+            mounts_out.extend(dict(d, options=list(d["options"])) for d in _DEV_MOUNTS)
+            continue
         if m.destination == "/" and m.fstype == "nullfs" and m.source == path and "ro" in m.options:
             root_ro = True
             extra = [o for o in m.options if o != "ro"]
@@ -117,24 +122,21 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
 
     # devfs
     devices_out: list[dict[str, Any]] = []
-    devfs_cmds: set[str] = set()
-    if params.get("mount.devfs") is True:
-        consumed.update({"mount.devfs", "devfs_ruleset"})
-        mounts_out[:0] = [dict(m, options=list(m["options"])) for m in _DEV_MOUNTS]
+    if devfs_mount:
+        consumed.add("devfs_ruleset")
         linux_by_devfs = {r.devfs: p for p, r in rules.devfs.devices.items() if r.devfs is not None}
         defaults = set(rules.devfs.default_devices.values())
-        rs = plan.devfs_ruleset
+        rs = plan.devfs
         if rs is not None:
             if params.get("devfs_ruleset") != rs.number:
-                lose("devfs_ruleset.number", rs.number, f"ruleset differs from jail param devfs_ruleset={params.get('devfs_ruleset')}")
-            devfs_cmds.update(rs.commands())
+                lose("devfs.ruleset", rs.number, f"differs from jail parameter devfs_ruleset={params.get('devfs_ruleset')}")
             current: dict[str, dict[str, Any]] = {}
             for k, text in enumerate(rs.rules):
-                if text == "add hide":
+                if text == "hide":
                     continue
                 m = _DEVFS_RULE_RE.match(text)
                 if m is None:
-                    lose(f"devfs_ruleset.rules[{k}]", text, "devfs rule has no OCI device mapping")
+                    lose(f"devfs.rules[{k}]", text, "devfs rule has no OCI device mapping")
                     continue
                 name, action = m["name"], m["action"]
                 if action == "unhide" and name in defaults:
@@ -142,7 +144,7 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
                 lpath = linux_by_devfs.get(name)
                 drule = rules.devfs.devices.get(lpath) if lpath else None
                 if drule is None or drule.major is None or drule.minor is None:
-                    lose(f"devfs_ruleset.rules[{k}]", text, f"devfs node {name} has no Linux device mapping entry")
+                    lose(f"devfs.rules[{k}]", text, f"devfs node {name} has no Linux device mapping entry")
                     continue
                 dev = current.setdefault(
                     name, {"path": lpath, "type": drule.type or "c", "major": drule.major, "minor": drule.minor}
@@ -201,11 +203,8 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
             set_path(resources, parts[2:], quota // 100)
             set_path(resources, split_dotted(rrule.per)[2:], rrule.default_per)
         elif rrule.kind is ConvertKind.DEVICE_RATE:
-            dev = plan.throttle_devices.get(rule.resource)
-            if dev is None:
-                lose(f"rctl[{i}]", str(rule), "an OCI throttle needs a device (major:minor) and the jail rule has none")
-                continue
-            set_path(resources, parts[2:], [{"major": dev[0], "minor": dev[1], "rate": rule.amount}])
+            lose(f"rctl[{i}]", str(rule), "an OCI throttle is per block device (major:minor); a jail-wide RCTL rule names none")
+            continue
         used.add(i)
     for (res, action), (i, rule) in amounts.items():
         if i not in used and not any(loss.path == f"rctl[{i}]" for loss in losses):
@@ -214,8 +213,6 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
     # exec commands (cpuset ...)
     for phase, cmds in plan.exec.items():
         for k, cmd in enumerate(cmds):
-            if cmd in devfs_cmds:
-                continue
             for rrule in rules.resources:
                 if rrule.exec_command is None or rrule.exec_phase != phase:
                     continue
@@ -242,25 +239,29 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
 
     # process
     process: dict[str, Any] = {}
-    if plan.process is not None:
-        for key in ("terminal", "user", "args", "commandLine", "env", "cwd"):
-            if key in plan.process:
-                process[key] = plan.process[key]
-        rl_out = []
-        for k, rl in enumerate(plan.process.get("rlimits") or []):
-            lrule = rules.rlimits.get(rl.get("type", ""))
-            if lrule is None or lrule.freebsd is None or lrule.freebsd != rl.get("freebsd"):
-                lose(f"process.rlimits[{k}]", rl, "rlimit has no Linux mapping entry")
-                continue
-            rl_out.append({"type": rl["type"], "hard": rl["hard"], "soft": rl["soft"]})
-        if rl_out:
-            process["rlimits"] = rl_out
+    proc = plan.process or {}
+    for key in ("args", "env", "cwd"):
+        if key in proc:
+            process[key] = proc[key]
+    user = proc.get("user")
+    if isinstance(user, str) and re.fullmatch(r"[0-9]+:[0-9]+", user):
+        uid, gid = user.split(":")
+        process["user"] = {"uid": int(uid), "gid": int(gid)}
+    elif user is not None:
+        lose("exec.user", user, 'expected "UID:GID"')
+    rl_out = []
+    for k, rl in enumerate(plan.rlimits):
+        lrule = rules.rlimits.get(rl.linux)
+        if lrule is None or lrule.freebsd != rl.type:
+            lose(f"rlimits[{k}]", rl.to_json(), f"no mapping entry turns FreeBSD {rl.type} into {rl.linux}")
+            continue
+        rl_out.append({"type": rl.linux, "hard": rl.hard, "soft": rl.soft})
+    if rl_out:
+        process["rlimits"] = rl_out
     process.setdefault("cwd", "/")
     process.setdefault("user", {"uid": 0, "gid": 0})
     process["capabilities"] = {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
     spec["process"] = process
-    if plan.annotations:
-        spec["annotations"] = dict(plan.annotations)
 
     for key, value in params.items():
         if key not in consumed:
