@@ -574,7 +574,9 @@ class _Restorer:
         vdso = [v for v in img.vmas if v.status & VMA_AREA_VDSO]
         if vdso:
             self._place_vdso(pr, vdso[0])
-        t0 = self._stage("unmap+vdso", t0)
+        # the exe link can only change while the old exe is not mapped: now
+        self._set_mm_map(pr)
+        t0 = self._stage("unmap+vdso+mm", t0)
         # map every VMA
         open_fds: dict[tuple[int, int], int] = {}
         fix_prot: list[Any] = []
@@ -620,8 +622,7 @@ class _Restorer:
         t0 = self._stage("pages", t0)
         for v in fix_prot:
             st("mprotect", v.start, v.end - v.start, v.prot)
-        self._set_mm_map(pr)
-        self._stage("mm-map", t0)
+        self._stage("mprotect", t0)
 
     def _vmas_with_pages(self, img: ProcessImage) -> set[int]:
         out: set[int] = set()

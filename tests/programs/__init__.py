@@ -1,0 +1,1 @@
+"""Small programs the restore tests checkpoint and restore (built on demand)."""
