@@ -1,4 +1,4 @@
-"""Regenerate the committed ``proto/*_pb2.py`` modules from ``proto/*.proto``.
+"""Regenerate the committed ``proto/*_pb2.py`` modules (and .pyi stubs) from ``proto/*.proto``.
 
 Run from anywhere: ``.venv/bin/python proto/generate.py`` (needs grpcio-tools,
 part of the ``test`` extra). The repository root is the include root, so the
@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+_STUB_HEADER = '# mypy: disable-error-code="type-arg,misc,valid-type"\n'
+
 PROTO_DIR = Path(__file__).resolve().parent
 REPO = PROTO_DIR.parent
 
@@ -29,8 +31,8 @@ def proto_files() -> list[Path]:
 def generate(out_dir: Path) -> None:
     """Compile every .proto in proto/ into ``out_dir/proto/*_pb2.py``."""
     try:
+        import grpc_tools  # type: ignore[import-untyped]
         from grpc_tools import protoc
-        import grpc_tools
     except ImportError as err:  # pragma: no cover - depends on the venv
         raise SystemExit(f"grpcio-tools is needed to regenerate proto/: {err}") from err
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
@@ -40,19 +42,23 @@ def generate(out_dir: Path) -> None:
         f"-I{REPO}",
         f"-I{well_known}",
         f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
         *(str(p.relative_to(REPO)) for p in proto_files()),
     ]
     rc = protoc.main(args)
     if rc != 0:
         raise SystemExit(f"protoc failed with exit code {rc}")
+    # protoc's stubs use bare Mapping[...] generics that mypy --strict rejects.
+    for stub in (out_dir / "proto").glob("*_pb2.pyi"):
+        stub.write_text(_STUB_HEADER + stub.read_text())
 
 
 def stale_modules() -> list[str]:
     """Names of committed ``*_pb2.py`` modules that differ from a fresh build."""
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh = {p.name: p for p in (Path(tmp) / "proto").glob("*_pb2.py")}
-        committed = {p.name: p for p in PROTO_DIR.glob("*_pb2.py")}
+        fresh = {p.name: p for p in (Path(tmp) / "proto").glob("*_pb2.py*")}
+        committed = {p.name: p for p in PROTO_DIR.glob("*_pb2.py*")}
         bad = sorted(set(fresh) ^ set(committed))
         for name in sorted(set(fresh) & set(committed)):
             if not filecmp.cmp(fresh[name], committed[name], shallow=False):

@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,8 @@ from capture.images import (
 )
 from proto import (
     core_pb2,
+    core_x86_pb2,
+    ipc_desc_pb2,
     fdinfo_pb2,
     ghost_file_pb2,
     ipc_msg_pb2,
@@ -58,7 +61,7 @@ def _core() -> core_pb2.core_entry:
                               "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp",
                               "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")):
         setattr(g, name, 0x1000 + i)
-    g.mode = core_pb2.core_x86__pb2.NATIVE if hasattr(core_pb2, "core_x86__pb2") else 1
+    g.mode = core_x86_pb2.NATIVE
     f = ti.fpregs
     f.cwd, f.swd, f.twd, f.fop, f.rip, f.rdp, f.mxcsr, f.mxcsr_mask = 0x37F, 0, 0, 0, 0, 0, 0x1F80, 0xFFFF
     f.st_space.extend(range(32))
@@ -226,9 +229,7 @@ def test_special_layouts_round_trip() -> None:
     assert msgs[0] == {"mtype": 1, "msize": 3} and base64.decodebytes(msgs[3].encode()) == b"0123456789"
 
 
-def _ipc_desc() -> object:
-    from proto import ipc_desc_pb2
-
+def _ipc_desc() -> ipc_desc_pb2.ipc_desc_entry:
     return ipc_desc_pb2.ipc_desc_entry(key=1, uid=0, gid=0, cuid=0, cgid=0, mode=0o600, id=7)
 
 
@@ -381,9 +382,9 @@ def test_malformed_images_are_refused(data: bytes, message: str) -> None:
         decode_bytes(data, "core-1.img")
 
 
-def _with_entry(name: str, msg: object, tail: bytes = b"") -> bytes:
+def _with_entry(name: str, msg: Message, tail: bytes = b"") -> bytes:
     kind = KINDS[name]
-    body = msg.SerializeToString()  # type: ignore[attr-defined]
+    body = msg.SerializeToString()
     return U32.pack(IMG_COMMON_MAGIC) + U32.pack(kind.magic) + U32.pack(len(body)) + body + tail
 
 
@@ -509,3 +510,15 @@ def test_property_pagemap_round_trip(pages_id: int, rows: list[tuple[int, int, i
     data = encode_bytes(img)
     assert decode_bytes(data, "pagemap-1.img").entries == [head, *ents]
     assert encode_bytes(from_dict(to_dict(img))) == data
+
+
+def test_entries_as_types_and_checks() -> None:
+    img = _pagemap_image()
+    assert isinstance(img.entries[0], pagemap_pb2.pagemap_head)
+    ents = img.entries_as(pagemap_pb2.pagemap_entry, start=1)
+    assert [e.nr_pages for e in ents] == [1, 2, 3]
+    with pytest.raises(ImageError, match="entry is a pagemap_head, expected pagemap_entry") as ei:
+        img.entries_as(pagemap_pb2.pagemap_entry)
+    assert ei.value.entry == 0
+    with pytest.raises(ImageError, match="expected core_entry"):
+        _pipes_data_image().entries_as(core_pb2.core_entry)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from capture.images import decode_bytes, encode_bytes, from_dict, image_name_for, read_image, to_dict
+from proto import core_pb2, fdinfo_pb2, pipe_data_pb2, pstree_pb2
 from tests.test_images_dumps import Dump, crit_batch, get_dumps
 
 pytestmark = pytest.mark.integration
@@ -63,19 +64,19 @@ def test_scenario_contents(dumps: dict[str, Dump]) -> None:
     t = dumps["threads"]
     cores = sorted(t.dir.glob("core-*.img"))
     assert len(cores) == 4
-    tree = read_image(t.dir / "pstree.img").entries
+    tree = read_image(t.dir / "pstree.img").entries_as(pstree_pb2.pstree_entry)
     assert len(tree) == 1 and len(tree[0].threads) == 4
     for c in cores:
-        core = read_image(c).entries[0]
+        core = read_image(c).entries_as(core_pb2.core_entry)[0]
         assert core.thread_info.gpregs.ip != 0
         assert core.thread_info.fpregs.HasField("xsave")
     # pipeline: three tasks, 64 KiB of `yes` output in the pipe, fd 3 on the file.
     p = dumps["pipeline"]
     assert len(read_image(p.dir / "pstree.img").entries) == 3
     pd = read_image(p.dir / "pipes-data.img")
-    assert pd.entries[0].bytes == len(pd.extra[0] or b"") > 0
+    assert pd.entries_as(pipe_data_pb2.pipe_data_entry)[0].bytes == len(pd.extra[0] or b"") > 0
     assert set((pd.extra[0] or b"")[:64]) <= set(b"y\n")
-    files = read_image(p.dir / "files.img").entries
+    files = read_image(p.dir / "files.img").entries_as(fdinfo_pb2.file_entry)
     regs = [f.reg.name for f in files if f.HasField("reg")]
     assert any(name.endswith("/out.txt") for name in regs), regs
     # rich: ghost contents and queued socket bytes are the payloads.

@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Sequence, TypeVar, cast
 
 from google.protobuf.message import Message
 
@@ -46,6 +46,8 @@ MAX_PAYLOAD_SIZE: Final = 1 << 30
 MAX_ENTRIES: Final = 1 << 22
 
 _U32: Final = struct.Struct("<I")
+
+M = TypeVar("M", bound=Message)
 
 _HEAD_TEXT: Final = {
     Head.NONE: "its magic alone",
@@ -76,14 +78,14 @@ class Image:
     def new(
         cls,
         name: str,
-        entries: list[Message] | None = None,
-        extra: list[bytes | None] | None = None,
+        entries: Sequence[Message] | None = None,
+        extra: Sequence[bytes | None] | None = None,
         raw: bytes = b"",
     ) -> Image:
         """An image of kind ``name`` (magic looked up); extra defaults to no payloads."""
         kind = kind_named(name)
         ents = list(entries or [])
-        ext = list(extra) if extra is not None else [None] * len(ents)
+        ext: list[bytes | None] = list(extra) if extra is not None else [None] * len(ents)
         return cls(kind.name, kind.magic, ents, ext, raw)
 
     @property
@@ -92,6 +94,23 @@ class Image:
 
     def extra_at(self, index: int) -> bytes | None:
         return self.extra[index] if index < len(self.extra) else None
+
+    def entries_as(self, cls: type[M], start: int = 0) -> list[M]:
+        """``entries[start:]``, checked to be ``cls`` messages (typed for callers).
+
+        E.g. ``read_image(p).entries_as(core_pb2.core_entry)``, or for a pagemap
+        ``img.entries_as(pagemap_pb2.pagemap_entry, start=1)``. A mismatch (say,
+        a PSTREE image where a CORE image was expected) is an ImageError.
+        """
+        out: list[M] = []
+        for index in range(start, len(self.entries)):
+            e = self.entries[index]
+            if not isinstance(e, cls):
+                raise ImageError(f"<{self.name} image>", f"entry is a {e.DESCRIPTOR.name}, "
+                                 f"expected {cls.DESCRIPTOR.name}", magic=self.magic,
+                                 entry=index)
+            out.append(e)
+        return out
 
 
 class _Reader:
@@ -146,7 +165,7 @@ class _Reader:
         except Exception as err:  # DecodeError, RecursionError, ... from the protobuf runtime
             raise self.error(f"{cls.DESCRIPTOR.name} does not parse: {err}", start) from None
         if not msg.IsInitialized():
-            missing = ", ".join(msg.FindInitializationErrors())
+            missing = ", ".join(cast(Any, msg).FindInitializationErrors())
             raise self.error(f"{cls.DESCRIPTOR.name} lacks required fields: {missing}", start)
         return msg
 
@@ -237,10 +256,11 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> Image:
         r.magic = value
     else:
         head, value = Head.NONE, first
-    kind = BY_MAGIC.get(value)
-    if kind is None:
+    found = BY_MAGIC.get(value)
+    if found is None:
         raise r.error(f"unknown magic 0x{value:08x} (raw images such as pages-N.img "
                       "are recognised by file name only)", r.pos - 4)
+    kind = found
     if head is not kind.head:
         raise r.error(f"{kind.name} image starts with {_HEAD_TEXT[head]}, expected "
                       f"{_HEAD_TEXT[kind.head]} (pre-1.1 image sets are not supported)", 0)

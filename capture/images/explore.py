@@ -24,10 +24,15 @@ import enum
 import quopri
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from capture.errors import ImageError
 from capture.images.codec import read_image
+from proto import core_pb2, fdinfo_pb2, fs_pb2, mm_pb2, pagemap_pb2, pstree_pb2
+
+M = TypeVar("M", bound=Message)
 
 # vma_entry.status bits (CRIU's VMA_* flags) used by the views.
 _VMA_AREA_REGULAR = 1 << 0
@@ -50,15 +55,24 @@ class View(enum.Enum):
     RSS = "rss"
 
 
-def _first(d: Path, name: str) -> Any:
-    img = read_image(d / name)
-    if not img.entries:
-        raise ImageError(str(d / name), "has no entries")
-    return img.entries[0]
+def _entries(path: Path, cls: type[M], start: int = 0) -> list[M]:
+    """The entries of an image that must hold ``cls`` messages (from ``start`` on)."""
+    img = read_image(path)
+    try:
+        return img.entries_as(cls, start)
+    except ImageError as err:
+        raise ImageError(str(path), err.reason, magic=err.magic, entry=err.entry) from None
 
 
-def _task_id(entry: Any, name: str) -> int:
-    return int(getattr(entry, name))
+def _first(path: Path, cls: type[M]) -> M:
+    entries = _entries(path, cls)
+    if not entries:
+        raise ImageError(str(path), "has no entries")
+    return entries[0]
+
+
+def _tasks(d: Path) -> list[pstree_pb2.pstree_entry]:
+    return _entries(d / "pstree.img", pstree_pb2.pstree_entry)
 
 
 @dataclass(slots=True)
@@ -115,12 +129,12 @@ class _Files:
 
 
 def _ps(d: Path) -> list[str]:
-    tasks = list(read_image(d / "pstree.img").entries)
+    tasks = _tasks(d)
     comm: dict[int, str] = {}
-    kids: dict[int, list[Any]] = {}
-    root = None
+    kids: dict[int, list[pstree_pb2.pstree_entry]] = {}
+    root: pstree_pb2.pstree_entry | None = None
     for t in tasks:
-        comm[t.pid] = _first(d, f"core-{t.pid}.img").tc.comm
+        comm[t.pid] = _first(d / f"core-{t.pid}.img", core_pb2.core_entry).tc.comm
         kids.setdefault(t.pid, [])
     for t in tasks:
         if t.ppid == 0:
@@ -132,7 +146,7 @@ def _ps(d: Path) -> list[str]:
         kids[t.ppid].append(t)
     lines = [f"{'PID':>7}{'PGID':>7}{'SID':>7}   COMM"]
 
-    def walk(t: Any, depth: int) -> None:
+    def walk(t: pstree_pb2.pstree_entry, depth: int) -> None:
         lines.append(f"{t.pid:7d}{t.pgid:7d}{t.sid:7d}   {' ' * (4 * depth)}{comm[t.pid]}")
         for k in kids[t.pid]:
             walk(k, depth + 1)
@@ -144,20 +158,18 @@ def _ps(d: Path) -> list[str]:
 
 
 def _fds(d: Path) -> list[str]:
-    from proto import fdinfo_pb2
-
     files = _Files(d)
     lines: list[str] = []
-    for t in read_image(d / "pstree.img").entries:
-        files_id = _first(d, f"ids-{t.pid}.img").files_id
+    for t in _tasks(d):
+        files_id = _first(d / f"ids-{t.pid}.img", core_pb2.task_kobj_ids_entry).files_id
         lines.append(f"{t.pid}")
-        for fd in read_image(d / f"fdinfo-{files_id}.img").entries:
+        for fd in _entries(d / f"fdinfo-{files_id}.img", fdinfo_pb2.fdinfo_entry):
             try:
                 ftype = fdinfo_pb2.fd_types.Name(fd.type)
             except ValueError:
                 ftype = str(fd.type)
             lines.append(f"\t{fd.fd:7d}: {files.text(ftype, fd.id)}")
-        fs = _first(d, f"fs-{t.pid}.img")
+        fs = _first(d / f"fs-{t.pid}.img", fs_pb2.fs_entry)
         lines.append(f"\t{'cwd':>7}: {files.text('REG', fs.cwd_id)}")
         lines.append(f"\t{'root':>7}: {files.text('REG', fs.root_id)}")
     return lines
@@ -173,8 +185,8 @@ def _mems(d: Path) -> list[str]:
         return shared_ids[shmid]
 
     lines: list[str] = []
-    for t in read_image(d / "pstree.img").entries:
-        mm = _first(d, f"mm-{t.pid}.img")
+    for t in _tasks(d):
+        mm = _first(d / f"mm-{t.pid}.img", mm_pb2.mm_entry)
         lines.append(f"{t.pid}")
         lines.append(f"\t{'exe':<36}    {files.text('REG', mm.exe_file_id)}")
         for vma in mm.vmas:
@@ -213,13 +225,13 @@ def _mems(d: Path) -> list[str]:
 def _rss(d: Path) -> list[str]:
     files = _Files(d)
     lines: list[str] = []
-    for t in read_image(d / "pstree.img").entries:
-        vmas = list(_first(d, f"mm-{t.pid}.img").vmas)
-        pagemap = read_image(d / f"pagemap-{t.pid}.img").entries
+    for t in _tasks(d):
+        vmas = list(_first(d / f"mm-{t.pid}.img", mm_pb2.mm_entry).vmas)
+        pagemap = _entries(d / f"pagemap-{t.pid}.img", pagemap_pb2.pagemap_entry, start=1)
         lines.append(f"{t.pid}")
         vi = 0
         last_shown = -1
-        for pm in pagemap[1:]:
+        for pm in pagemap:
             left = f"\t{pm.vaddr:x} / {pm.nr_pages:<8d}"
             while vi < len(vmas) and vmas[vi].end <= pm.vaddr:
                 vi += 1

@@ -25,9 +25,9 @@ import binascii
 import ipaddress
 import quopri
 import struct
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from capture.errors import ImageError
@@ -99,7 +99,7 @@ _opts_cache: dict[str, opts_pb2.CRIU_Opts] = {}
 def _opts(field: FieldDescriptor) -> opts_pb2.CRIU_Opts:
     cached = _opts_cache.get(field.full_name)
     if cached is None:
-        cached = field.GetOptions().Extensions[opts_pb2.criu]
+        cached = cast(Any, field.GetOptions().Extensions)[opts_pb2.criu]
         _opts_cache[field.full_name] = cached
     return cached
 
@@ -191,7 +191,8 @@ def _scalar(field: FieldDescriptor, value: Any, pretty: bool, is_hex: bool) -> A
             return quopri.encodestring(value).decode("ascii")
         return _b64(value)
     if t == FieldDescriptor.TYPE_ENUM:
-        ev = field.enum_type.values_by_number.get(value)
+        enum_values = field.enum_type.values_by_number if field.enum_type else {}
+        ev = enum_values.get(value)
         return ev.name if ev is not None else int(value)
     if t in _INT_TYPES:
         value = int(value)
@@ -236,10 +237,11 @@ def _from_scalar(field: FieldDescriptor, value: Any, what: str) -> Any:
     if t == FieldDescriptor.TYPE_ENUM:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        ev = field.enum_type.values_by_name.get(value) if isinstance(value, str) else None
+        by_name = field.enum_type.values_by_name if field.enum_type else {}
+        ev = by_name.get(value) if isinstance(value, str) else None
         if ev is None:
-            names = ", ".join(field.enum_type.values_by_name)
-            raise ImageError("<json>", f"{what}={value!r} is not one of {names}")
+            choices = ", ".join(by_name)
+            raise ImageError("<json>", f"{what}={value!r} is not one of {choices}")
         return ev.number
     if t in _INT_TYPES:
         if isinstance(value, bool):
@@ -270,7 +272,7 @@ def _from_scalar(field: FieldDescriptor, value: Any, what: str) -> Any:
 
 def dict_to_message(d: Any, msg: Message, path: str = "") -> Message:
     """Fill ``msg`` from a dict produced by :func:`message_to_dict` (either shape)."""
-    desc: Descriptor = msg.DESCRIPTOR
+    desc: Any = msg.DESCRIPTOR
     if not isinstance(d, dict):
         raise ImageError("<json>", f"{path or desc.name}: expected an object, got "
                          f"{type(d).__name__}")
@@ -411,7 +413,7 @@ def from_dict(d: Any) -> Image:
             cls = kind.message_class()
         msg = dict_to_message(ed, cls(), "")
         if not msg.IsInitialized():
-            missing = ", ".join(msg.FindInitializationErrors())
+            missing = ", ".join(cast(Any, msg).FindInitializationErrors())
             raise ImageError("<json>", f"{what}: required fields missing: {missing}")
         payload: bytes | None = None
         if isinstance(ed, dict) and "extra" in ed and _has_extra(kind, index, msg):
