@@ -96,7 +96,7 @@ class Agent:
     # -- listening ----------------------------------------------------------------------------
     def bind(self, host: str, port: int) -> tuple[str, int]:
         sock = socket.create_server((host, port), reuse_port=False)
-        sock.settimeout(0.5)
+        sock.settimeout(0.1)
         self._listener = sock
         addr = sock.getsockname()
         LOG.info("listening on %s:%d fingerprint %s", addr[0], addr[1], self.ident.fingerprint)
@@ -227,11 +227,11 @@ class Session:
             code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
             LOG.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
                         self.phase, err)
+            self._rollback(str(err))  # first, so the state dir is consistent when the peer hears of it
             try:
                 self._send(MsgType.ERROR, {"code": str(code), "message": str(err)[:2000]})
             except (OSError, HetmigError):
                 pass
-            self._rollback(str(err))
         except (OSError, ssl.SSLError) as err:
             LOG.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
                         self.peer, self.phase, err)

@@ -58,7 +58,10 @@ XSAVE_COMPONENTS: dict[int, str] = {
     5: "AVX-512 opmask", 6: "AVX-512 ZMM_Hi256", 7: "AVX-512 Hi16_ZMM",
     9: "PKRU", 11: "CET_U", 17: "AMX XTILECFG", 18: "AMX XTILEDATA", 19: "APX",
 }
-USER_XSAVE_MASK = sum(1 << b for b in XSAVE_COMPONENTS if b not in (11,))
+# Components a migrated process can depend on. Not counted: MPX (bits 3, 4;
+# Linux dropped MPX support in 5.6, so no process can have live bounds state and
+# BND instructions are NOPs) and CET_U (bit 11; shadow stacks are not migrated).
+USER_XSAVE_MASK = sum(1 << b for b in XSAVE_COMPONENTS if b not in (3, 4, 11))
 
 AT_MINSIGSTKSZ = 51
 

@@ -1,0 +1,180 @@
+"""Two real agents-side processes in two network namespaces, talking TLS over the veth.
+
+Host A runs the source (``hetmig migrate``), host B runs ``hetmig agent``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import netns
+from tests.support.tools import require
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "hostinfo"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+COUNTER = r"""
+import mmap, sys, time
+m = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, len(m), 4096):
+    m[i] = 0x5a
+n = 0
+while True:
+    n += 1
+    m[(n * 4096) % len(m)] = n % 256
+    if n % 50 == 0:
+        print(n, flush=True)
+        time.sleep(0.01)
+"""
+
+
+def hetmig(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runtime_shim.cli", *args]
+
+
+def state(path: Path) -> str:
+    return (path / "status.json").read_text()
+
+
+class Agents:
+    def __init__(self, hosts: netns.TestHosts, tmp: Path, hostinfo_file: Path | None = None) -> None:
+        self.hosts = hosts
+        self.src = tmp / "src"
+        self.dst = tmp / "dst"
+        subprocess.run(hetmig("agent", "init", "--state-dir", str(self.src)), env=ENV, check=True, capture_output=True)
+        fp_b = subprocess.run(hetmig("agent", "init", "--state-dir", str(self.dst)), env=ENV, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        fp_a = subprocess.run(hetmig("agent", "fingerprint", "--state-dir", str(self.src)), env=ENV, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        subprocess.run(hetmig("agent", "trust", fp_b, "--state-dir", str(self.src)), env=ENV, check=True,
+                       capture_output=True)
+        subprocess.run(hetmig("agent", "trust", fp_a, "--cert", str(self.src / "cert.pem"), "--state-dir",
+                              str(self.dst)), env=ENV, check=True, capture_output=True)
+        extra = ["--hostinfo-file", str(hostinfo_file)] if hostinfo_file else []
+        self.agent = hosts.b.popen(hetmig("agent", "--listen", f"{hosts.b.addr}:0", "--state-dir", str(self.dst),
+                                          "--json", *extra), env=ENV)
+        assert self.agent.stdout is not None
+        line = self.agent.stdout.readline().decode()
+        assert line, self.agent.stderr.read().decode() if self.agent.stderr else ""
+        info = json.loads(line)
+        assert info["fingerprint"] == fp_b
+        self.address = info["listening"]
+        assert self.address.startswith("10.210.0.2:")
+
+    def migrate(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.hosts.a.run(hetmig("migrate", "--to", self.address, "--state-dir", str(self.src), "--json",
+                                       *args), env=ENV, timeout=timeout)
+
+    def migrations(self) -> list[Path]:
+        return sorted((self.dst / "migrations").iterdir())
+
+    def close(self) -> str:
+        self.agent.terminate()
+        try:
+            _, err = self.agent.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.agent.kill()
+            _, err = self.agent.communicate()
+        return err.decode()
+
+
+@pytest.fixture
+def hosts() -> Iterator[netns.TestHosts]:
+    require("ip")
+    netns.cleanup_stale()
+    with netns.TestHosts() as h:
+        yield h
+
+
+def _events(stdout: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _tracer(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    return -1
+
+
+def test_precheck_refusal_exits_3_with_reason_and_freezes_nothing(hosts: netns.TestHosts, tmp_path: Path) -> None:
+    agents = Agents(hosts, tmp_path, hostinfo_file=DATA / "linux-skylake.json")
+    target = hosts.a.popen([sys.executable, "-c", COUNTER])
+    try:
+        assert target.stdout is not None
+        target.stdout.readline()
+        r = agents.migrate("--pid", str(target.pid))
+        assert r.returncode == 3, r.stderr
+        here = set(open("/proc/cpuinfo").read().split())
+        if "avx512f" in here:
+            assert "destination CPU lacks flags:" in r.stderr and "avx512f" in r.stderr
+            assert "AVX-512 ZMM_Hi256 (bit 6)" in r.stderr
+        refused = [e for e in _events(r.stdout) if e["event"] == "refused"]
+        assert refused and refused[0]["reasons"]
+        assert agents.migrations() == []  # refused before BEGIN: nothing created on B
+        assert target.poll() is None and _proc_state(target.pid) in ("R", "S") and _tracer(target.pid) == 0
+        before = int(target.stdout.readline())
+        assert int(target.stdout.readline()) > before
+    finally:
+        target.kill()
+        target.wait()
+        log = agents.close()
+    assert "compatibility check from 10.210.0.1" in log
+
+
+def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> None:
+    agents = Agents(hosts, tmp_path)
+    target = hosts.a.popen([sys.executable, "-c", COUNTER])
+    try:
+        assert target.stdout is not None
+        target.stdout.readline()
+        r = agents.migrate("--pid", str(target.pid), "--precopy-rounds", "4", "--max-downtime", "50")
+        events = _events(r.stdout)
+        kinds = [e["event"] for e in events]
+        assert kinds[:2] == ["connected", "compatible"], r.stdout + r.stderr
+        rounds = [e for e in events if e["event"] == "round"]
+        assert rounds and int(rounds[0]["pages"]) >= (8 << 20) // 4096  # round 1: all touched memory
+        assert "frozen" in kinds
+        [mdir] = agents.migrations()
+        status = json.loads(state(mdir))
+        assert status["received_bytes"] >= sum(int(e["bytes"]) for e in rounds)
+        if r.returncode == 0:
+            done = events[-1]
+            assert done["event"] == "done" and done["outcome"] == "migrated"
+            assert target.wait(timeout=10) != 0  # the source was destroyed after CONFIRM
+            assert status["phase"] == "done"
+            restored = int(done["restored_pid"])
+            assert hosts.b.netns in subprocess.run(["ip", "netns", "identify", str(restored)],
+                                                  capture_output=True, text=True).stdout
+        else:
+            # the restore engine is not there (yet): a clear error, and the source runs on
+            assert r.returncode == 1, r.stderr
+            assert "rolled-back" in kinds
+            assert "capture.restore" in r.stderr or "restore" in r.stderr
+            assert status["phase"] == "aborted"
+            assert target.poll() is None and _tracer(target.pid) == 0
+            time.sleep(0.05)
+            assert _proc_state(target.pid) in ("R", "S")
+            before = int(target.stdout.readline())
+            assert int(target.stdout.readline()) > before  # the counter continues on A
+            fds = [os.readlink(f"/proc/{target.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{target.pid}/fd")]
+            assert "anon_inode:[userfaultfd]" not in fds
+    finally:
+        target.kill()
+        target.wait()
+        agents.close()
