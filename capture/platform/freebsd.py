@@ -829,6 +829,33 @@ def vmas_from_procstat(entries: Sequence[VmEntry], offsets: Mapping[int, int] | 
     return tuple(out)
 
 
+def vmas_from_vm_entries(
+    entries: Sequence[PtraceVmEntry], paths: Sequence[str], *, private: bool = True
+) -> tuple[Vma, ...]:
+    """PT_VM_ENTRY results -> Vma (pve_end is inclusive: end = pve_end + 1).
+
+    struct ptrace_vm_entry has no sharing or grows-down flags: every entry is
+    taken as *private*; combine with linprocfs maps or procstat -v for those.
+    """
+    if len(entries) != len(paths):
+        raise ValueError(f"{len(entries)} entries but {len(paths)} paths")
+    out: list[Vma] = []
+    for e, path in zip(entries, paths):
+        prot = (
+            (PROT_READ if e.prot & VM_PROT_READ else 0)
+            | (PROT_WRITE if e.prot & VM_PROT_WRITE else 0)
+            | (PROT_EXEC if e.prot & VM_PROT_EXECUTE else 0)
+        )
+        flags = MAP_PRIVATE if private else MAP_SHARED
+        if path:
+            kind = VmaKind.FILE
+        else:
+            kind = VmaKind.ANON if private else VmaKind.SHMEM
+            flags |= MAP_ANONYMOUS
+        out.append(Vma(e.start, e.end + 1, prot, flags, e.offset if path else 0, path, 0, 0, e.fileid, kind))
+    return tuple(out)
+
+
 # VM_PROT_* bit values are not in the reference; FreeBSD's are read=1, write=2,
 # execute=4 (the same bits as Linux PROT_*). Marked unconfirmed in docs.
 VM_PROT_READ: Final = 0x1
