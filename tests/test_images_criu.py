@@ -28,7 +28,7 @@ EXPECTED = {
     "pipeline": COMMON_KINDS | {"PIPES_DATA"},
     "threads": COMMON_KINDS,
     "rich": COMMON_KINDS | {"PIPES_DATA", "FIFO_DATA", "GHOST_FILE", "SK_QUEUES",
-                            "MEMFD_INODE", "REMAP_FPATH"},
+                            "MEMFD_INODE", "REMAP_FPATH", "TTY_INFO", "TTY_DATA"},
 }
 
 
@@ -85,6 +85,10 @@ def test_scenario_contents(dumps: dict[str, Dump]) -> None:
     assert b"ghost contents\n" in b"".join(e or b"" for e in ghost.extra)
     q = read_image(r.dir / "sk-queues.img")
     assert b"queued-bytes" in b"".join(e or b"" for e in q.extra)
+    kinds = {fdinfo_pb2.fd_types.Name(f.type)
+             for f in read_image(r.dir / "files.img").entries_as(fdinfo_pb2.file_entry)}
+    assert {"REG", "PIPE", "FIFO", "UNIXSK", "EVENTFD", "EVENTPOLL", "INOTIFY", "SIGNALFD",
+            "TIMERFD", "TTY", "MEMFD"} <= kinds, kinds
 
 
 @pytest.mark.parametrize("scenario", ["sleep", "pipeline", "threads", "rich"])

@@ -9,7 +9,8 @@ Shared by tests/test_images_criu.py and tests/test_image_cli.py. Scenarios:
 - ``rich``: a Python process holding a unix socketpair with queued data, a
   bound unix datagram socket, eventfd, epoll, a deleted file (ghost file),
   a FIFO with data, a memfd, shared anonymous memory, a pipe with data,
-  a signal handler and a blocked signal.
+  a signal handler and a blocked signal, a pty pair with unread input,
+  inotify, signalfd and timerfd.
 
 ``criu dump`` (without --leave-running) kills each tree after dumping it; the
 recorder kills whatever is left (by process group id) if anything fails.
@@ -61,6 +62,17 @@ signal.signal(signal.SIGUSR1, lambda *a: None)
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
 r, w = os.pipe()
 os.write(w, b"x" * 100)
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+mfd, sfd = os.openpty()
+os.write(mfd, b"typed\n")
+ino = libc.inotify_init1(0)
+assert ino >= 0 and libc.inotify_add_watch(ino, work.encode(), 0x300) >= 0
+sigmask = ctypes.c_uint64(1 << (signal.SIGUSR2 - 1))
+assert libc.signalfd(-1, ctypes.byref(sigmask), 0) >= 0
+tfd = libc.timerfd_create(1, 0)
+spec = ctypes.create_string_buffer(struct.pack("llll", 5, 0, 100, 0))
+assert tfd >= 0 and libc.timerfd_settime(tfd, 0, spec, None) == 0
 open(os.path.join(work, "ready"), "w").close()
 time.sleep(1000)
 """
