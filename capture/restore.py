@@ -427,8 +427,9 @@ class _Restorer:
         stop = li.wait_stop(res.child)
         if not stop.stopped:
             raise RestoreError(f"new process for pid {pid} {stop.describe()}")
-        if res.value != pid:
-            raise RestoreError(f"clone3 asked for pid {pid} but the kernel gave {res.value}")
+        got = _innermost_pid(res.child)
+        if got != pid:
+            raise RestoreError(f"clone3 asked for pid {pid} but the kernel gave {got} (host pid {res.child})")
         return _Stub(res.child, self.tramp, li.Injector(res.child, self.tramp, saved=parent.inj.saved))
 
     # -- step 2: files opened in the root before it forks ---------------------------
@@ -505,6 +506,7 @@ class _Restorer:
             init = self.clone_process(seed, 1)
             self.init_pid = init.host_tid
             init("close_range", 0, 0xFFFFFFFF, 0)
+            init("prctl", PR_SET_NAME, init.put(b"hetmig-init\0"), 0, 0, 0)
             self._unmap_all(init)
             li.write_memory(init.host_tid, self.tramp + INIT_CODE_OFFSET + INIT_ROOTPID_OFFSET,
                             struct.pack("<i", root.pid))
@@ -996,6 +998,18 @@ class _Restorer:
             if self.seed in self.created:
                 self.created.remove(self.seed)
             self.seed = 0
+
+
+def _innermost_pid(host_tid: int) -> int:
+    """The pid of *host_tid* in its own (innermost) pid namespace (NSpid's last field)."""
+    try:
+        with open(f"/proc/{host_tid}/status") as fh:
+            for line in fh:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError) as err:
+        raise RestoreError(f"cannot read NSpid of host pid {host_tid}: {err}") from err
+    return host_tid
 
 
 def _caps(words: Any) -> int:

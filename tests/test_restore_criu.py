@@ -1,0 +1,208 @@
+"""Images written by real ``criu dump`` restored by hetmig's engine.
+
+Every test runs a real program, dumps it with CRIU 4.1 (which kills it),
+restores it with ``hetmig restore`` and checks that it goes on from where it
+stopped: the numbers it appends continue from the last dumped value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.programs.build import build_programs
+from tests.programs.harness import (
+    first_field,
+    hetmig,
+    image_pids,
+    kill_pids,
+    lines,
+    ns_pid,
+    restore_detached,
+    start,
+    tree_digest,
+    wait_gone,
+    wait_lines,
+)
+from tests.support.tools import BUSYBOX, criu, require
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_programs(tmp_path_factory.mktemp("programs"))
+
+
+@pytest.fixture
+def restored() -> Iterator[list[int]]:
+    """Host pids appended here are SIGKILLed at teardown."""
+    pids: list[int] = []
+    yield pids
+    kill_pids(pids)
+    wait_gone(pids)
+
+
+def criu_dump(proc: subprocess.Popen[bytes], image_dir: Path) -> list[int]:
+    """Dump *proc*'s tree with real CRIU (killing it); return the image's pids once they are gone."""
+    require("criu")
+    image_dir.mkdir(parents=True, exist_ok=True)
+    res = criu("dump", "-t", str(proc.pid), "-D", str(image_dir), "-o", "dump.log", check=False)
+    if res.returncode != 0:
+        log = (image_dir / "dump.log").read_text(errors="replace")[-2000:]
+        pytest.fail(f"criu dump failed: {res.stderr}\n{log}")
+    proc.wait(timeout=10)
+    pids = image_pids(image_dir)
+    wait_gone(pids)
+    return pids
+
+
+def check_continues(out: Path, last: int, restored_count: int = 5) -> list[str]:
+    """The file goes on with last+1, last+2 ... (never back to 1).
+
+    *last* is the last value written before the dump; every line after it
+    must count on from there.
+    """
+    current = lines(out)
+    assert [first_field(x) for x in current].count(last) == 1, f"value {last} written twice: restarted"
+    before = max(i for i, x in enumerate(current) if first_field(x) == last) + 1
+    got = wait_lines(out, before + restored_count)
+    new = got[before:]
+    assert first_field(new[0]) == last + 1, f"restored program restarted: last dumped {last}, then {new[:3]}"
+    values = [first_field(x) for x in new]
+    assert values == list(range(last + 1, last + 1 + len(values)))
+    return got
+
+
+def test_counter_criu_dump_hetmig_restore(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 5)
+    images = tmp_path / "img"
+    pids = criu_dump(proc, images)
+    last = first_field(lines(out)[-1])
+    assert last >= 5
+    digest = tree_digest(images)
+    doc = restore_detached(images)
+    restored.append(doc["root_pid"])
+    assert doc["pids"] == {str(pids[0]): pids[0]}, "without --pidns the dumped pid is reused on the host"
+    check_continues(out, last)
+    # the restored process is the same program, same fds, same cwd
+    assert os.readlink(f"/proc/{doc['root_pid']}/exe") == str(programs["counter"])
+    assert os.readlink(f"/proc/{doc['root_pid']}/fd/3") == str(out)
+    assert tree_digest(images) == digest, "restore modified the image directory"
+
+
+def test_clock_gettime_program_keeps_working(tmp_path: Path, programs: dict[str, Path],
+                                             restored: list[int]) -> None:
+    out = tmp_path / "clock.log"
+    proc = start([str(programs["clock"]), str(out)])
+    wait_lines(out, 5)
+    criu_dump(proc, tmp_path / "img")
+    last = lines(out)[-1].split()
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    got = check_continues(out, int(last[0]))
+    mono = [int(x.split()[1]) for x in got]
+    assert mono == sorted(mono), "CLOCK_MONOTONIC went backwards across the restore"
+    assert int(got[-1].split()[1]) > int(last[1])
+    assert os.path.exists(f"/proc/{doc['root_pid']}"), "the program exited (vDSO broken?)"
+    with open(f"/proc/{doc['root_pid']}/maps") as fh:
+        assert "[vdso]" in fh.read()
+
+
+def test_threads_python_program(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "threads.log"
+    proc = start([sys.executable, str(programs["threads.py"]), str(out)])
+    wait_lines(out, 5)
+    pids = criu_dump(proc, tmp_path / "img")
+    assert len(pids) == 4, f"expected a main thread and 3 workers, image has {pids}"
+    last = [int(x) for x in lines(out)[-1].split()]
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    got = check_continues(out, last[0])
+    final = [int(x) for x in got[-1].split()]
+    for i in (1, 2, 3):
+        assert final[i] > last[i], f"worker thread {i - 1} did not run after the restore: {last} -> {final}"
+    assert sorted(int(t) for t in os.listdir(f"/proc/{doc['root_pid']}/task")) == sorted(pids)
+
+
+def test_sh_pipeline(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "pipe.log"
+    proc = start([BUSYBOX, "sh", str(programs["pipeline.sh"]), str(out)])
+    wait_lines(out, 6)
+    pids = criu_dump(proc, tmp_path / "img")
+    assert len(pids) >= 3, f"a pipeline is a tree of at least 3 processes, image has {pids}"
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.extend(doc["pids"].values())
+    check_continues(out, last)
+    root = doc["root_pid"]
+    assert os.getpgid(root) == root and os.getsid(root) == root
+    for host in doc["pids"].values():
+        if os.path.exists(f"/proc/{host}"):
+            assert os.getsid(host) == root
+
+
+def test_pidns_keeps_pids(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    pids = criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img", "--pidns")
+    restored.extend([doc["root_pid"], doc["init_pid"]])
+    assert ns_pid(doc["root_pid"])[-1] == pids[0], "pid inside the new namespace differs from the dumped pid"
+    assert len(ns_pid(doc["root_pid"])) == 2
+    assert ns_pid(doc["init_pid"])[-1] == 1
+    check_continues(out, last)
+
+
+def test_failed_restore_kills_everything(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    criu_dump(proc, tmp_path / "img")
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    # the pid is taken now: a second restore must fail and leave nothing
+    res = hetmig("restore", "-D", str(tmp_path / "img"), "--detach")
+    assert res.returncode == 1, res.stderr
+    assert "already in use" in res.stderr
+    marker = str(tmp_path / "img")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            assert marker not in cmd, f"process {entry} ({cmd!r}) left behind by the failed restore"
+
+
+def test_restore_without_detach_waits_for_exit_status(tmp_path: Path, programs: dict[str, Path],
+                                                     restored: list[int]) -> None:
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    criu_dump(proc, tmp_path / "img")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    waiter = subprocess.Popen([sys.executable, "-m", "runtime_shim.cli", "restore", "-D", str(tmp_path / "img")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert waiter.stdout is not None
+        pid = int(waiter.stdout.readline())
+        restored.append(pid)
+        last = first_field(lines(out)[-1])
+        wait_lines(out, len(lines(out)) + 2)
+        assert first_field(lines(out)[-1]) > last
+        os.kill(pid, 9)
+        assert waiter.wait(timeout=10) == 128 + 9
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
