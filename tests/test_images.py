@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -413,6 +414,21 @@ def test_encode_refuses_incomplete_messages() -> None:
         encode_bytes(Image("CORE", 0x1234, [_core()], [None]))
     with pytest.raises(ImageError, match="unknown image kind"):
         encode_bytes(Image("NOPE", 0, [], []))
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (lambda: Image.new("PIPES_DATA", [pipe_data_pb2.pipe_data_entry(pipe_id=1, bytes=5)],
+                       [b"abc"]), "payload is 3 bytes, pipe_data_entry declares 5"),
+    (lambda: Image.new("PIPES_DATA", [pipe_data_pb2.pipe_data_entry(pipe_id=1, bytes=5)]),
+     "payload is 0 bytes, pipe_data_entry declares 5"),
+    (lambda: Image.new("PSTREE", [pstree_pb2.pstree_entry(pid=1, ppid=0, pgid=1, sid=1)],
+                       [b"x"]), "pstree_entry carries no payload, got 1 bytes"),
+    (lambda: Image.new("IPCNS_SEM", [ipc_sem_pb2.ipc_sem_entry(desc=_ipc_desc(), nsems=3)],
+                       [b"\0" * 6]), "payload is 6 bytes, ipc_sem_entry declares 8"),
+])
+def test_encode_refuses_payloads_that_contradict_entries(image: Any, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        encode_bytes(image())
 
 
 def test_read_image_missing_file(tmp_path: Path) -> None:

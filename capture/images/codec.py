@@ -181,6 +181,27 @@ def _payload_size(kind: ImageKind, msg: Message, r: _Reader) -> int:
     return total
 
 
+_ANY: Final = -1
+
+
+def _expected_payload(kind: ImageKind, index: int, msg: Message) -> int | None:
+    """Payload length entry ``index`` must carry: None (none), _ANY, or a byte count."""
+    layout = kind.layout
+    if layout is Layout.PAYLOAD:
+        return sum(int(getattr(msg, name)) for name in kind.payload_fields)
+    if layout is Layout.GHOST:
+        if index == 0:
+            return None if getattr(msg, "chunks") else _ANY
+        return int(getattr(msg, "len"))
+    if layout is Layout.IPC_SHM:
+        return None if getattr(msg, "in_pagemaps") else _round_up(int(getattr(msg, "size")), 4)
+    if layout is Layout.IPC_SEM:
+        return _round_up(2 * int(getattr(msg, "nsems")), 8)
+    if layout is Layout.IPC_MSG:
+        return _ANY
+    return None
+
+
 def _read_ipc_msgs(r: _Reader, kind: ImageKind, entry: Message) -> bytes:
     start = r.pos
     qnum = int(getattr(entry, "qnum"))
@@ -247,7 +268,7 @@ def decode_bytes(data: bytes, source: str = "<bytes>") -> Image:
     if by_name in RAW_KINDS:
         kind = RAW_KINDS[by_name]
         return Image(kind.name, kind.magic, [], [], bytes(data))
-    r = _Reader(bytes(data), source)
+    r = _Reader(data if isinstance(data, bytes) else bytes(data), source)
     first = r.u32("magic")
     r.magic = first
     if first in (IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC):
@@ -308,6 +329,14 @@ def encode_bytes(image: Image) -> bytes:
         out += _U32.pack(len(body))
         out += body
         payload = image.extra_at(index)
+        want = _expected_payload(kind, index, msg)
+        have = len(payload) if payload is not None else None
+        if want is None and have:
+            raise ImageError(where, f"{msg.DESCRIPTOR.name} carries no payload, got {have} "
+                             "bytes", magic=kind.magic, entry=index)
+        if want is not None and want != _ANY and (have or 0) != want:
+            raise ImageError(where, f"payload is {have or 0} bytes, {msg.DESCRIPTOR.name} "
+                             f"declares {want}", magic=kind.magic, entry=index)
         if payload:
             out += payload
     return bytes(out)
