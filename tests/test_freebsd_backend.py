@@ -139,6 +139,7 @@ def test_devfs_rules_fstab_mounts_and_create_hooks() -> None:
     JailBackend(r).create(load_plan("devfs-hooks"))
     assert r.command_lines() == [
         "sysctl -n kern.racct.enable",
+        "devfs rule -s 20 delset",
         "devfs rule -s 20 add hide",
         "devfs rule -s 20 add path null unhide",
         "devfs rule -s 20 add path zero unhide",

@@ -21,7 +21,8 @@ What it runs (see docs/freebsd.md for the exact lines):
 create
     1. ``sysctl -n kern.racct.enable`` when the plan has RCTL rules; anything
        but ``1`` refuses the create (the limits would be lost; rctl.md 1).
-    2. ``devfs rule -s N add ...`` for each devfs rule of the plan.
+    2. ``devfs rule -s N delset`` then ``devfs rule -s N add ...`` for each
+       devfs rule of the plan (the ruleset is defined afresh).
     3. Mounts, in plan order, done by this backend with ``mount -t TYPE
        [-o OPTS] SOURCE PATH/TARGET`` (nullfs, tmpfs, linprocfs, linsysfs,
        devfs, fdescfs, procfs); a devfs mount then gets ``devfs -m TARGET
@@ -60,6 +61,7 @@ reference).
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from dataclasses import dataclass, field
@@ -337,8 +339,14 @@ def spec_from_plan(plan: Mapping[str, Any], source: str = "plan") -> JailSpec:
     if nofile is not None and process is None:
         unapplied.append("rlimits RLIMIT_NOFILE: no exec.args to apply it to")
 
-    losses = tuple(str(x) if not isinstance(x, str) else x for x in _list(source, "losses", plan.get("losses", [])))
+    losses = tuple(_loss_text(x) for x in _list(source, "losses", plan.get("losses", [])))
     return JailSpec(name, path, tuple(params), rctl, mounts, devfs, process, tuple(hooks), losses, tuple(unapplied))
+
+
+def _loss_text(item: Any) -> str:
+    if isinstance(item, Mapping) and "path" in item and "reason" in item:
+        return f"{item['path']}={json.dumps(item.get('value'), sort_keys=True)}: {item['reason']}"
+    return item if isinstance(item, str) else json.dumps(item, sort_keys=True)
 
 
 def _list(source: str, path: str, value: Any) -> list[Any]:
@@ -511,6 +519,7 @@ class JailBackend:
             if spec.devfs is not None and spec.devfs.rules:
                 rs = str(spec.devfs.ruleset)
                 undo.steps.append((f"devfs ruleset {rs}", [t.devfs, "rule", "-s", rs, "delset"]))
+                self._run([t.devfs, "rule", "-s", rs, "delset"], f"devfs ruleset {rs} reset")
                 for words in spec.devfs.rules:
                     self._run([t.devfs, "rule", "-s", rs, "add", *words], f"devfs rule {' '.join(words)}")
             for m in spec.mounts:
