@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runc run of busybox `true`, {args.runs} alternating runs each (ms)")
         print(f"{'variant':<14}{'median':>9}{'min':>9}{'max':>9}")
         for k in times:
-            print(f"{k:<14}{med[k]:>9.1f}{result['min_ms'][k]:>9.1f}{result['max_ms'][k]:>9.1f}")  # type: ignore[index]
+            print(f"{k:<14}{med[k]:>9.1f}{result['min_ms'][k]:>9.1f}{result['max_ms'][k]:>9.1f}")
         print(f"added by hook (median): {added:.1f} ms (budget {args.budget_ms:.0f} ms)")
     if leftovers:
         print(f"bench_hook: poststop left records behind: {leftovers}", file=sys.stderr)

@@ -130,8 +130,9 @@ def _open_tar(archive: Path) -> tuple[tarfile.TarFile, subprocess.Popen[bytes] |
         assert proc.stdout is not None
         return tarfile.open(fileobj=proc.stdout, mode="r|"), proc, comp
     try:
-        mode = "r|gz" if comp is Compression.GZIP else "r|"
-        return tarfile.open(str(archive), mode=mode), None, comp
+        if comp is Compression.GZIP:
+            return tarfile.open(str(archive), mode="r|gz"), None, comp
+        return tarfile.open(str(archive), mode="r|"), None, comp
     except (tarfile.TarError, OSError) as err:
         raise BadInputError(f"{archive}: not a tar archive ({err})") from None
 
@@ -293,9 +294,13 @@ def export_archive(directory: Path, archive: Path, *, compression: Compression =
         raise BadInputError("--compress zstd is not supported for export (use gzip or none)")
     tmp = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
     names: list[str] = []
-    mode = "w:gz" if compression is Compression.GZIP else "w"
     try:
-        with tarfile.open(str(tmp), mode=mode, format=tarfile.PAX_FORMAT) as tar:
+        tar_out = (
+            tarfile.open(str(tmp), mode="w:gz", format=tarfile.PAX_FORMAT)
+            if compression is Compression.GZIP
+            else tarfile.open(str(tmp), mode="w", format=tarfile.PAX_FORMAT)
+        )
+        with tar_out as tar:
             def add_dir(arcname: str) -> None:
                 info = tarfile.TarInfo(arcname)
                 info.type = tarfile.DIRTYPE

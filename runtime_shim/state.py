@@ -67,10 +67,9 @@ def loads(text: str, source: str) -> Any:
     """Parse one JSON document (no NaN/Infinity); BadInputError naming *source*."""
     global _scanner
     if _scanner is None:
-        try:
-            from _json import make_scanner
-        except ImportError:  # pragma: no cover - CPython always has _json
-            from json.scanner import py_make_scanner as make_scanner
+        import _json  # CPython's C accelerator of the json package
+
+        make_scanner: Any = getattr(_json, "make_scanner")
         _scanner = make_scanner(_ScanContext())
     doc = text.strip(" \t\n\r")
     if not doc:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "id": record.id,
                 "pid": record.pid,
-                "status": "running" if _alive(record.pid) else "gone",
+                "status": "jail" if record.runtime == "jail" else ("running" if _alive(record.pid) else "gone"),
                 "runtime": record.runtime,
                 "runtime_root": record.runtime_root,
                 "manager": record.manager,
