@@ -375,6 +375,7 @@ class StagingRestore:
     def __init__(self) -> None:
         self.store: PageStore | None = None
         self.workdir: Path | None = None
+        self.restored: Any = None
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
         self.workdir = workdir
@@ -388,12 +389,19 @@ class StagingRestore:
         assert self.store is not None
         self.store.save_index()
         engine = _restore_engine()
-        fn = getattr(engine, "restore_from_precopy", None)
+        fn = getattr(engine, "restore", None)
         if fn is None:
-            raise MigrationError("restore: capture.restore has no restore_from_precopy(image_dir, pages, "
-                                 "rootfs_dir) entry point")
-        pid = int(fn(image_dir, self.store.path, rootfs_dir))
-        return Restored(pid)
+            raise MigrationError("restore: capture.restore has no restore(image_dir, ...) entry point")
+        if rootfs_dir is not None:
+            raise MigrationError("restore: applying a rootfs delta is not wired to capture.restore yet")
+        try:
+            result = fn(str(image_dir), pidns=True)  # the dumped pids live on in a fresh pid namespace
+        except HetmigError as err:
+            raise MigrationError(f"restore failed: {err}") from err
+        self.restored = result
+        return Restored(int(result.root_pid), {"pids": {str(k): v for k, v in result.pids.items()},
+                                               "warnings": list(result.warnings),
+                                               "restore_seconds": round(float(result.seconds), 6)})
 
     def finish(self) -> None:
         if self.store is not None:
