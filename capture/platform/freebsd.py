@@ -1102,7 +1102,8 @@ class FreeBSDPlatform:
         threads = t.lwps if t is not None and t.lwps else self.list_threads(pid)
         return ProcessInfo(
             pid=pid, ppid=stat_int(3), pgid=stat_int(4), sid=stat_int(5), comm=status.get("Name", st[1]),
-            state=(status.get("State", st[2]) or "?")[0], flags=stat_int(8), exit_signal=17,
+            state=(status.get("State", st[2]) or "?")[0], flags=stat_int(8),
+            exit_signal=stat_int(37) or 17,  # field 38; linprocfs may report 0: then Linux SIGCHLD
             personality=0, creds=self._creds_from_status(status),
             umask=int(status["Umask"], 8) if "Umask" in status else 0o022,
             sigblocked=status_hex("SigBlk"), sigignored=status_hex("SigIgn"), sigcaught=status_hex("SigCgt"),
