@@ -538,3 +538,50 @@ def test_entries_as_types_and_checks() -> None:
     assert ei.value.entry == 0
     with pytest.raises(ImageError, match="expected core_entry"):
         _pipes_data_image().entries_as(core_pb2.core_entry)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
+    | st.sampled_from(["0x10", "1:2", "PROT_READ | 0x8", "Alive", "X86_64", "::1", "=00ab"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+
+
+def _paths(d: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(SEEDS)), st.booleans(), st.data())
+def test_fuzz_from_dict_raises_only_image_error(name: str, pretty: bool, data: st.DataObject) -> None:
+    import copy
+
+    doc = to_dict(SEEDS[name](), pretty=pretty)
+    mutated = copy.deepcopy(doc)
+    paths = [p for p in _paths(mutated) if p]
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(paths))
+        parent = mutated
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = data.draw(_json_values)
+        except (KeyError, IndexError, TypeError):
+            continue
+    try:
+        img = from_dict(mutated)
+    except ImageError:
+        return
+    try:
+        encode_bytes(img)
+    except ImageError:
+        pass

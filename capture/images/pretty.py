@@ -290,11 +290,18 @@ def dict_to_message(d: Any, msg: Message, path: str = "") -> Message:
             if value and isinstance(value[0], str) and _opts(field).ipadd:
                 target.extend(_ip_values(value[0], what))
                 continue
+            if field.type != FieldDescriptor.TYPE_MESSAGE and not _opts(field).ipadd and \
+                    value and not isinstance(value[0], (int, str, bool)):
+                raise ImageError("<json>", f"{what}: expected a list of scalars")
             for i, v in enumerate(value):
                 if field.type == FieldDescriptor.TYPE_MESSAGE:
                     dict_to_message(v, target.add(), f"{what}[{i}]")
                 else:
-                    target.append(_from_scalar(field, v, f"{what}[{i}]"))
+                    item = _from_scalar(field, v, f"{what}[{i}]")
+                    try:
+                        target.append(item)
+                    except (TypeError, ValueError) as err:
+                        raise ImageError("<json>", f"{what}[{i}]={v!r}: {err}") from None
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             sub = getattr(msg, key)
             sub.SetInParent()
