@@ -51,7 +51,7 @@ def _hook(state_dir: Path, stage: str) -> dict[str, Any]:
     py = sys.executable
     return {
         "path": py,
-        "args": [py, str(REPO / "packaging" / "bin" / "hetmig-hook"), "--state-dir", str(state_dir), stage],
+        "args": [py, "-S", str(REPO / "packaging" / "bin" / "hetmig-hook"), "--state-dir", str(state_dir), stage],
         "env": [f"PYTHONPATH={REPO}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
     }
 

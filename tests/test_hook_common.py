@@ -39,7 +39,7 @@ def hook_entry(state_dir: Path, stage: str) -> dict[str, Any]:
     """One OCI hook entry that runs our hook from this checkout."""
     return {
         "path": PYTHON,
-        "args": [PYTHON, str(HOOK_LAUNCHER), "--state-dir", str(state_dir), stage],
+        "args": [PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(state_dir), stage],
         "env": hook_env(),
         "timeout": 20,
     }

@@ -16,7 +16,7 @@ from tests.test_hook_common import HOOK_LAUNCHER, PYTHON, REPO, make_bundle, tra
 
 def hook(state_dir: Path, stdin: bytes, *args: str) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(
-        [PYTHON, str(HOOK_LAUNCHER), "--state-dir", str(state_dir), *args],
+        [PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(state_dir), *args],
         input=stdin,
         capture_output=True,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},

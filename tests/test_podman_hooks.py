@@ -39,7 +39,7 @@ def make_hooks_dir(dest: Path, state_dir: Path) -> Path:
         stage = data["stages"][0]
         assert data["hook"]["args"][-1] == stage
         data["hook"]["path"] = PYTHON
-        data["hook"]["args"] = [PYTHON, str(HOOK_LAUNCHER), "--state-dir", str(state_dir), stage]
+        data["hook"]["args"] = [PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(state_dir), stage]
         data["hook"]["env"] = hook_env()
         (dest / src.name).write_text(json.dumps(data))
     return dest
