@@ -12,9 +12,10 @@ Implementations here:
     freezing is SIGSTOP/SIGCONT. The final dump needs ``capture.dump``; while
     that engine is absent, :meth:`ProcessSource.dump_final` raises
     MigrationError and the migration rolls back (the process is thawed).
-  * :class:`RuncSource` (a runc container id): the container's init process
-    tree, frozen with ``runc pause`` (cgroup freezer) and thawed with
-    ``runc resume``. Same final-dump rule.
+  * :class:`RuncSource` (a runc container id): pre-copy of its init process,
+    ptrace freeze, final dump of the whole tree. The agent refuses to restore
+    it until restoring into the container's isolation is wired (never a
+    container without its namespaces and cgroup limits).
   * :class:`StagingRestore` (the agent's default): stores every page in a
     per-migration page store (``pages.bin`` + index), so that the restore
     engine finds the memory already in place at cut-over. ``restore`` needs
@@ -279,7 +280,11 @@ class _HeldPlatform:
 
 
 class RuncSource(ProcessSource):
-    """A runc container: its init process, frozen through runc's cgroup freezer."""
+    """A runc container. Pre-copy tracks its init process; the freeze is a ptrace
+    freeze of the init process (the dump engine seizes the rest of the tree
+    inside it); the cgroup freezer is not used because a task frozen by it
+    cannot be ptrace-interrupted until thawed. The destination refuses to
+    restore a container without its isolation (see StagingRestore)."""
 
     def __init__(self, container_id: str, *, root: str | None = None, tracker: str | None = None) -> None:
         self.runc = ["runc"] + (["--root", root] if root else [])
@@ -290,6 +295,7 @@ class RuncSource(ProcessSource):
         self.bundle = Path(info.get("bundle", ""))
         super().__init__(int(info["pid"]), tracker=tracker, name=container_id)
         self.container_id = container_id
+        self.tree = True
 
     def _runc(self, *args: str) -> str:
         proc = subprocess.run([*self.runc, *args], capture_output=True, text=True, timeout=60)
@@ -303,15 +309,6 @@ class RuncSource(ProcessSource):
         if cfg.is_file():
             spec = json.loads(cfg.read_text())
         return SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
-
-    def freeze(self) -> None:
-        self._runc("pause", self.container_id)
-        self._frozen = True
-
-    def thaw(self) -> None:
-        if self._frozen:
-            self._runc("resume", self.container_id)
-            self._frozen = False
 
     def destroy(self) -> None:
         subprocess.run([*self.runc, "delete", "--force", self.container_id], capture_output=True, timeout=60)
@@ -376,9 +373,11 @@ class StagingRestore:
         self.store: PageStore | None = None
         self.workdir: Path | None = None
         self.restored: Any = None
+        self.spec: dict[str, Any] = {}
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
         self.workdir = workdir
+        self.spec = spec
         self.store = PageStore(workdir / "pages.bin")
 
     def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
@@ -394,6 +393,10 @@ class StagingRestore:
             raise MigrationError("restore: capture.restore has no restore(image_dir, ...) entry point")
         if rootfs_dir is not None:
             raise MigrationError("restore: applying a rootfs delta is not wired to capture.restore yet")
+        if self.spec:
+            raise MigrationError("restore: recreating the container's isolation (namespaces, cgroup limits, "
+                                 "network) from its spec is not wired yet; only plain processes (--pid) are "
+                                 "restored, and a container is never restored without its isolation")
         try:
             result = fn(str(image_dir), pidns=True)  # the dumped pids live on in a fresh pid namespace
         except HetmigError as err:

@@ -72,6 +72,7 @@ class Report:
     rounds: list[RoundStat] = field(default_factory=list)
     restored_pid: int | None = None
     outcome: str = "running"
+    cutover_ms: dict[str, float] = field(default_factory=dict)  # frozen-phase breakdown
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -144,6 +145,11 @@ class Migration:
         self.conn: Connection | None = None
         self.report = Report(self.migration_id, "")
         self._buf = bytearray(Limits().max_batch_pages * PAGE_SIZE)
+
+    def _mark(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.report.cutover_ms[phase] = round((now - since) * 1000, 3)
+        return now
 
     def _emit(self, event: str, **data: Any) -> None:
         self.progress({"event": event, "migration_id": self.migration_id, **data})
@@ -250,8 +256,9 @@ class Migration:
                     break
                 prev_pages = pending
             # -- cut-over --------------------------------------------------------------
+            t = time.monotonic()
             self.source.freeze()
-            frozen_at = time.monotonic()
+            frozen_at = t = self._mark("freeze", t)
             self._emit("frozen")
             from capture.dirty import merge_runs
 
@@ -259,20 +266,25 @@ class Migration:
             for pid, runs in self.source.dirty(first=False).items():
                 merged.setdefault(pid, []).extend(runs)
             self._send_round(rnd + 1, {pid: merge_runs(runs) for pid, runs in merged.items()})
+            t = self._mark("final_round", t)
             self.source.stop_tracking()
             tracking = False
+            t = self._mark("stop_tracking", t)
             with tempfile.TemporaryDirectory(prefix="hetmig-migrate-") as tmp:
                 image_dir = Path(tmp) / "images"
                 image_dir.mkdir()
                 self.source.dump_final(image_dir)
+                t = self._mark("dump", t)
                 for path in sorted(image_dir.iterdir()):
                     self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
                 delta = Path(tmp) / "rootfs-delta.tar"
                 if self.source.rootfs_delta(delta):
                     self._send_file(delta, delta.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
                     self.conn.recv(MsgType.ACK)
+                t = self._mark("send_images", t)
             self.conn.send(MsgType.COMMIT, {})
             confirm = self.conn.recv(MsgType.CONFIRM)
+            self._mark("restore", t)
         except BaseException as err:
             self._roll_back(err, tracking)
             if isinstance(err, RemoteError) and err.code == "refused":
