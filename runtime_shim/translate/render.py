@@ -20,10 +20,9 @@ import re
 from typing import Any
 
 from capture.errors import SpecError
-from runtime_shim.translate.freebsd import EXEC_PHASES, ParamType, check_param, param_type
+from runtime_shim.translate.freebsd import EXEC_PHASES, JAILSYS_VALUES, ParamType, check_param, param_type
 from runtime_shim.translate.model import DevfsRuleset, JailPlan, Mount, ParamValue, RctlRule
 
-_BARE = re.compile(r"^[A-Za-z0-9_./:+-]+$")
 _DEVFS_CMD = re.compile(r"^devfs rule -s (?P<n>[0-9]+) (?P<rest>delset|add .+)$")
 DEVFS_PHASE = "prepare"
 
@@ -33,13 +32,6 @@ HEADER = (
 
 
 # ------------------------------------------------------------------ render
-
-
-def _quote(text: str) -> str:
-    if _BARE.match(text):
-        return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
-    return f'"{escaped}"'
 
 
 def _always_quote(text: str) -> str:
@@ -108,8 +100,10 @@ def render_jail_conf(plan: JailPlan) -> str:
         elif isinstance(value, list):
             if value:
                 lines.append(f"    {name} = {', '.join(_always_quote(v) for v in value)};")
+        elif param_type(name) is ParamType.JAILSYS and value in JAILSYS_VALUES:
+            lines.append(f"    {name} = {value};")
         else:
-            lines.append(f"    {name} = {_quote(value)};")
+            lines.append(f"    {name} = {_always_quote(value)};")
     for mount in plan.mounts:
         lines.append(f"    mount += {_always_quote(fstab_line(plan, mount))};")
     for phase in EXEC_PHASES:
