@@ -256,3 +256,41 @@ def test_linprocfs_maps() -> None:
     assert all(m.device == "00:00" for m in maps)
     with pytest.raises(FreeBSDParseError):
         parse_linprocfs_maps("0000000000400000-0000000000401000 r--q 00000000 00:00 0\n")
+
+
+_RESOURCES = sorted(RCTL_RESOURCE_IDS)
+
+
+@given(
+    st.sampled_from(_RESOURCES),
+    st.sampled_from(["deny", "log", "devctl", "throttle", "sigterm", "sigkill"]),
+    st.integers(min_value=0, max_value=2**62),
+    st.sampled_from([None, "process", "user", "loginclass", "jail"]),
+    st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True),
+)
+def test_rctl_rule_render_parse_roundtrip(resource: str, action: str, amount: int, per: str | None, jail: str) -> None:
+    rule = RctlRule("jail", jail, resource, action, amount, per)
+    back = parse_rctl_rule(rule.render())
+    assert back.render() == rule.render()
+    assert back == RctlRule("jail", jail, resource, action, amount, None if per in (None, "jail") else per)
+
+
+@given(st.lists(
+    st.builds(
+        VmEntry,
+        pid=st.integers(1, 99999), start=st.integers(0, 2**46).map(lambda x: x * 4096),
+        end=st.just(0), read=st.booleans(), write=st.booleans(), execute=st.booleans(),
+        resident=st.integers(0, 9999), private_resident=st.integers(0, 9999), ref_count=st.integers(0, 999),
+        shadow_count=st.integers(0, 999), copy_on_write=st.booleans(), needs_copy=st.booleans(),
+        super_pages=st.booleans(), grows_up=st.just(False), grows_down=st.booleans(), wired=st.booleans(),
+        type=st.sampled_from(sorted(["--", "df", "vn", "sw", "dv", "ph", "dd", "sg", "md", "gd", "??"])),
+        path=st.sampled_from(["", "/bin/busybox", "/usr/lib/with space.so"]),
+    ),
+    max_size=8,
+))
+def test_procstat_vm_render_parse_roundtrip(raw: list[VmEntry]) -> None:
+    entries = [
+        VmEntry(**{**{f: getattr(e, f) for f in VmEntry.__dataclass_fields__}, "end": e.start + 4096 * (1 + i)})
+        for i, e in enumerate(raw)
+    ]
+    assert parse_procstat_vm(render_procstat_vm(entries)) == entries

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from capture.errors import PlatformError
 from capture.platform import freebsd as fb
@@ -573,3 +575,17 @@ def test_list_fds_from_procstat(tmp_path: Path, kernel: FakeKernel) -> None:
     assert by[5].kind is FdKind.UNIX_SOCKET
     with pytest.raises(PlatformError, match="list_fds"):
         FreeBSDPlatform(linprocfs=tmp_path, ptrace=kernel.ptrace).list_fds(PID)
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), min_size=26, max_size=26))
+def test_struct_reg_pack_unpack_property(values: list[int]) -> None:
+    fields = {name: v & ((1 << (8 * n)) - 1) for (name, _, n), v in zip(REF_REG, values)}
+    raw = fb.pack_reg(fields)
+    assert fb.unpack_reg(raw) == fields == ref_unpack(REG_LAYOUT_REF, raw)
+    regs = fb.reg_to_linux(fields, values[0], values[1])
+    assert fb.linux_to_reg(regs, fields) == fields
+
+
+@given(st.integers(1, 64))
+def test_signal_mapping_roundtrip_property(sig: int) -> None:
+    assert fb.freebsd_signal_to_linux(fb.linux_signal_to_freebsd(sig)) == (sig if sig != 16 else 7)
