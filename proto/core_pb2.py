@@ -23,6 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from proto import core_x86_pb2 as proto_dot_core__x86__pb2
+from proto import core_arm_pb2 as proto_dot_core__arm__pb2
+from proto import core_aarch64_pb2 as proto_dot_core__aarch64__pb2
+from proto import core_ppc64_pb2 as proto_dot_core__ppc64__pb2
+from proto import core_s390_pb2 as proto_dot_core__s390__pb2
+from proto import core_mips_pb2 as proto_dot_core__mips__pb2
+from proto import core_loongarch64_pb2 as proto_dot_core__loongarch64__pb2
+from proto import core_riscv64_pb2 as proto_dot_core__riscv64__pb2
 from proto import rlimit_pb2 as proto_dot_rlimit__pb2
 from proto import timer_pb2 as proto_dot_timer__pb2
 from proto import creds_pb2 as proto_dot_creds__pb2
@@ -32,7 +39,7 @@ from proto import rseq_pb2 as proto_dot_rseq__pb2
 from proto import opts_pb2 as proto_dot_opts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/core.proto\x1a\x14proto/core-x86.proto\x1a\x12proto/rlimit.proto\x1a\x11proto/timer.proto\x1a\x11proto/creds.proto\x1a\x0eproto/sa.proto\x1a\x13proto/siginfo.proto\x1a\x10proto/rseq.proto\x1a\x10proto/opts.proto\"\x9c\x04\n\x0ftask_core_entry\x12\x1c\n\ntask_state\x18\x01 \x02(\rB\x08\xd2?\x05\x32\x03gen\x12\x11\n\texit_code\x18\x02 \x02(\r\x12\x13\n\x0bpersonality\x18\x03 \x02(\r\x12\r\n\x05\x66lags\x18\x04 \x02(\r\x12\x19\n\nblk_sigset\x18\x05 \x02(\x04\x42\x05\xd2?\x02\x08\x01\x12\x0c\n\x04\x63omm\x18\x06 \x02(\t\x12\"\n\x06timers\x18\x07 \x01(\x0b\x32\x12.task_timers_entry\x12$\n\x07rlimits\x18\x08 \x01(\x0b\x32\x13.task_rlimits_entry\x12\x0e\n\x06\x63g_set\x18\t \x01(\r\x12&\n\tsignals_s\x18\n \x01(\x0b\x32\x13.signal_queue_entry\x12\'\n\x10old_seccomp_mode\x18\x0b \x01(\x0e\x32\r.seccomp_mode\x12\x1a\n\x12old_seccomp_filter\x18\x0c \x01(\r\x12\x10\n\x08loginuid\x18\r \x01(\r\x12\x15\n\room_score_adj\x18\x0e \x01(\x05\x12\x1d\n\nsigactions\x18\x0f \x03(\x0b\x32\t.sa_entry\x12\x17\n\x0f\x63hild_subreaper\x18\x12 \x01(\x08\x12\"\n\x13\x62lk_sigset_extended\x18\x14 \x01(\x04\x42\x05\xd2?\x02\x08\x01\x12\x12\n\nstop_signo\x18\x15 \x01(\r\x12+\n\x1cmembarrier_registration_mask\x18\x16 \x01(\rB\x05\xd2?\x02\x08\x01\"\xf6\x01\n\x13task_kobj_ids_entry\x12\r\n\x05vm_id\x18\x01 \x02(\r\x12\x10\n\x08\x66iles_id\x18\x02 \x02(\r\x12\r\n\x05\x66s_id\x18\x03 \x02(\r\x12\x12\n\nsighand_id\x18\x04 \x02(\r\x12\x11\n\tpid_ns_id\x18\x05 \x01(\r\x12\x11\n\tnet_ns_id\x18\x06 \x01(\r\x12\x11\n\tipc_ns_id\x18\x07 \x01(\r\x12\x11\n\tuts_ns_id\x18\x08 \x01(\r\x12\x11\n\tmnt_ns_id\x18\t \x01(\r\x12\x12\n\nuser_ns_id\x18\n \x01(\r\x12\x14\n\x0c\x63group_ns_id\x18\x0b \x01(\r\x12\x12\n\ntime_ns_id\x18\x0c \x01(\r\"D\n\x10thread_sas_entry\x12\r\n\x05ss_sp\x18\x01 \x02(\x04\x12\x0f\n\x07ss_size\x18\x02 \x02(\x04\x12\x10\n\x08ss_flags\x18\x03 \x02(\r\"\xa1\x03\n\x11thread_core_entry\x12\x11\n\tfutex_rla\x18\x01 \x02(\x04\x12\x15\n\rfutex_rla_len\x18\x02 \x02(\r\x12\x12\n\nsched_nice\x18\x03 \x01(\x11\x12\x14\n\x0csched_policy\x18\x04 \x01(\r\x12\x12\n\nsched_prio\x18\x05 \x01(\r\x12\x12\n\nblk_sigset\x18\x06 \x01(\x04\x12\x1e\n\x03sas\x18\x07 \x01(\x0b\x32\x11.thread_sas_entry\x12\x12\n\npdeath_sig\x18\x08 \x01(\r\x12&\n\tsignals_p\x18\t \x01(\x0b\x32\x13.signal_queue_entry\x12\x1b\n\x05\x63reds\x18\n \x01(\x0b\x32\x0c.creds_entry\x12#\n\x0cseccomp_mode\x18\x0b \x01(\x0e\x32\r.seccomp_mode\x12\x16\n\x0eseccomp_filter\x18\x0c \x01(\r\x12\x0c\n\x04\x63omm\x18\r \x01(\t\x12\x1b\n\x13\x62lk_sigset_extended\x18\x0e \x01(\x04\x12\x1f\n\nrseq_entry\x18\x0f \x01(\x0b\x32\x0b.rseq_entry\x12\x0e\n\x06\x63g_set\x18\x10 \x01(\r\"4\n\x12task_rlimits_entry\x12\x1e\n\x07rlimits\x18\x01 \x03(\x0b\x32\r.rlimit_entry\"\xb4\x02\n\ncore_entry\x12 \n\x05mtype\x18\x01 \x02(\x0e\x32\x11.core_entry.march\x12%\n\x0bthread_info\x18\x02 \x01(\x0b\x32\x10.thread_info_x86\x12\x1c\n\x02tc\x18\x03 \x01(\x0b\x32\x10.task_core_entry\x12!\n\x03ids\x18\x04 \x01(\x0b\x32\x14.task_kobj_ids_entry\x12\'\n\x0bthread_core\x18\x05 \x01(\x0b\x32\x12.thread_core_entry\"s\n\x05march\x12\x0b\n\x07UNKNOWN\x10\x00\x12\n\n\x06X86_64\x10\x01\x12\x07\n\x03\x41RM\x10\x02\x12\x0b\n\x07\x41\x41RCH64\x10\x03\x12\t\n\x05PPC64\x10\x04\x12\x08\n\x04S390\x10\x05\x12\x08\n\x04MIPS\x10\x06\x12\x0f\n\x0bLOONGARCH64\x10\x07\x12\x0b\n\x07RISCV64\x10\x08*4\n\x0cseccomp_mode\x12\x0c\n\x08\x64isabled\x10\x00\x12\n\n\x06strict\x10\x01\x12\n\n\x06\x66ilter\x10\x02')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/core.proto\x1a\x14proto/core-x86.proto\x1a\x14proto/core-arm.proto\x1a\x18proto/core-aarch64.proto\x1a\x16proto/core-ppc64.proto\x1a\x15proto/core-s390.proto\x1a\x15proto/core-mips.proto\x1a\x1cproto/core-loongarch64.proto\x1a\x18proto/core-riscv64.proto\x1a\x12proto/rlimit.proto\x1a\x11proto/timer.proto\x1a\x11proto/creds.proto\x1a\x0eproto/sa.proto\x1a\x13proto/siginfo.proto\x1a\x10proto/rseq.proto\x1a\x10proto/opts.proto\"\x9c\x04\n\x0ftask_core_entry\x12\x1c\n\ntask_state\x18\x01 \x02(\rB\x08\xd2?\x05\x32\x03gen\x12\x11\n\texit_code\x18\x02 \x02(\r\x12\x13\n\x0bpersonality\x18\x03 \x02(\r\x12\r\n\x05\x66lags\x18\x04 \x02(\r\x12\x19\n\nblk_sigset\x18\x05 \x02(\x04\x42\x05\xd2?\x02\x08\x01\x12\x0c\n\x04\x63omm\x18\x06 \x02(\t\x12\"\n\x06timers\x18\x07 \x01(\x0b\x32\x12.task_timers_entry\x12$\n\x07rlimits\x18\x08 \x01(\x0b\x32\x13.task_rlimits_entry\x12\x0e\n\x06\x63g_set\x18\t \x01(\r\x12&\n\tsignals_s\x18\n \x01(\x0b\x32\x13.signal_queue_entry\x12\'\n\x10old_seccomp_mode\x18\x0b \x01(\x0e\x32\r.seccomp_mode\x12\x1a\n\x12old_seccomp_filter\x18\x0c \x01(\r\x12\x10\n\x08loginuid\x18\r \x01(\r\x12\x15\n\room_score_adj\x18\x0e \x01(\x05\x12\x1d\n\nsigactions\x18\x0f \x03(\x0b\x32\t.sa_entry\x12\x17\n\x0f\x63hild_subreaper\x18\x12 \x01(\x08\x12\"\n\x13\x62lk_sigset_extended\x18\x14 \x01(\x04\x42\x05\xd2?\x02\x08\x01\x12\x12\n\nstop_signo\x18\x15 \x01(\r\x12+\n\x1cmembarrier_registration_mask\x18\x16 \x01(\rB\x05\xd2?\x02\x08\x01\"\xf6\x01\n\x13task_kobj_ids_entry\x12\r\n\x05vm_id\x18\x01 \x02(\r\x12\x10\n\x08\x66iles_id\x18\x02 \x02(\r\x12\r\n\x05\x66s_id\x18\x03 \x02(\r\x12\x12\n\nsighand_id\x18\x04 \x02(\r\x12\x11\n\tpid_ns_id\x18\x05 \x01(\r\x12\x11\n\tnet_ns_id\x18\x06 \x01(\r\x12\x11\n\tipc_ns_id\x18\x07 \x01(\r\x12\x11\n\tuts_ns_id\x18\x08 \x01(\r\x12\x11\n\tmnt_ns_id\x18\t \x01(\r\x12\x12\n\nuser_ns_id\x18\n \x01(\r\x12\x14\n\x0c\x63group_ns_id\x18\x0b \x01(\r\x12\x12\n\ntime_ns_id\x18\x0c \x01(\r\"D\n\x10thread_sas_entry\x12\r\n\x05ss_sp\x18\x01 \x02(\x04\x12\x0f\n\x07ss_size\x18\x02 \x02(\x04\x12\x10\n\x08ss_flags\x18\x03 \x02(\r\"\xa1\x03\n\x11thread_core_entry\x12\x11\n\tfutex_rla\x18\x01 \x02(\x04\x12\x15\n\rfutex_rla_len\x18\x02 \x02(\r\x12\x12\n\nsched_nice\x18\x03 \x01(\x11\x12\x14\n\x0csched_policy\x18\x04 \x01(\r\x12\x12\n\nsched_prio\x18\x05 \x01(\r\x12\x12\n\nblk_sigset\x18\x06 \x01(\x04\x12\x1e\n\x03sas\x18\x07 \x01(\x0b\x32\x11.thread_sas_entry\x12\x12\n\npdeath_sig\x18\x08 \x01(\r\x12&\n\tsignals_p\x18\t \x01(\x0b\x32\x13.signal_queue_entry\x12\x1b\n\x05\x63reds\x18\n \x01(\x0b\x32\x0c.creds_entry\x12#\n\x0cseccomp_mode\x18\x0b \x01(\x0e\x32\r.seccomp_mode\x12\x16\n\x0eseccomp_filter\x18\x0c \x01(\r\x12\x0c\n\x04\x63omm\x18\r \x01(\t\x12\x1b\n\x13\x62lk_sigset_extended\x18\x0e \x01(\x04\x12\x1f\n\nrseq_entry\x18\x0f \x01(\x0b\x32\x0b.rseq_entry\x12\x0e\n\x06\x63g_set\x18\x10 \x01(\r\"4\n\x12task_rlimits_entry\x12\x1e\n\x07rlimits\x18\x01 \x03(\x0b\x32\r.rlimit_entry\"\xca\x04\n\ncore_entry\x12 \n\x05mtype\x18\x01 \x02(\x0e\x32\x11.core_entry.march\x12%\n\x0bthread_info\x18\x02 \x01(\x0b\x32\x10.thread_info_x86\x12 \n\x06ti_arm\x18\x06 \x01(\x0b\x32\x10.thread_info_arm\x12(\n\nti_aarch64\x18\x08 \x01(\x0b\x32\x14.thread_info_aarch64\x12$\n\x08ti_ppc64\x18\t \x01(\x0b\x32\x12.thread_info_ppc64\x12\"\n\x07ti_s390\x18\n \x01(\x0b\x32\x11.thread_info_s390\x12\"\n\x07ti_mips\x18\x0b \x01(\x0b\x32\x11.thread_info_mips\x12\x30\n\x0eti_loongarch64\x18\x0c \x01(\x0b\x32\x18.thread_info_loongarch64\x12(\n\nti_riscv64\x18\r \x01(\x0b\x32\x14.thread_info_riscv64\x12\x1c\n\x02tc\x18\x03 \x01(\x0b\x32\x10.task_core_entry\x12!\n\x03ids\x18\x04 \x01(\x0b\x32\x14.task_kobj_ids_entry\x12\'\n\x0bthread_core\x18\x05 \x01(\x0b\x32\x12.thread_core_entry\"s\n\x05march\x12\x0b\n\x07UNKNOWN\x10\x00\x12\n\n\x06X86_64\x10\x01\x12\x07\n\x03\x41RM\x10\x02\x12\x0b\n\x07\x41\x41RCH64\x10\x03\x12\t\n\x05PPC64\x10\x04\x12\x08\n\x04S390\x10\x05\x12\x08\n\x04MIPS\x10\x06\x12\x0f\n\x0bLOONGARCH64\x10\x07\x12\x0b\n\x07RISCV64\x10\x08*4\n\x0cseccomp_mode\x12\x0c\n\x08\x64isabled\x10\x00\x12\n\n\x06strict\x10\x01\x12\n\n\x06\x66ilter\x10\x02')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,20 +54,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_CORE_ENTRY'].fields_by_name['blk_sigset_extended']._serialized_options = b'\322?\002\010\001'
   _globals['_TASK_CORE_ENTRY'].fields_by_name['membarrier_registration_mask']._loaded_options = None
   _globals['_TASK_CORE_ENTRY'].fields_by_name['membarrier_registration_mask']._serialized_options = b'\322?\002\010\001'
-  _globals['_SECCOMP_MODE']._serialized_start=1820
-  _globals['_SECCOMP_MODE']._serialized_end=1872
-  _globals['_TASK_CORE_ENTRY']._serialized_start=174
-  _globals['_TASK_CORE_ENTRY']._serialized_end=714
-  _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_start=717
-  _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_end=963
-  _globals['_THREAD_SAS_ENTRY']._serialized_start=965
-  _globals['_THREAD_SAS_ENTRY']._serialized_end=1033
-  _globals['_THREAD_CORE_ENTRY']._serialized_start=1036
-  _globals['_THREAD_CORE_ENTRY']._serialized_end=1453
-  _globals['_TASK_RLIMITS_ENTRY']._serialized_start=1455
-  _globals['_TASK_RLIMITS_ENTRY']._serialized_end=1507
-  _globals['_CORE_ENTRY']._serialized_start=1510
-  _globals['_CORE_ENTRY']._serialized_end=1818
-  _globals['_CORE_ENTRY_MARCH']._serialized_start=1703
-  _globals['_CORE_ENTRY_MARCH']._serialized_end=1818
+  _globals['_SECCOMP_MODE']._serialized_start=2272
+  _globals['_SECCOMP_MODE']._serialized_end=2324
+  _globals['_TASK_CORE_ENTRY']._serialized_start=348
+  _globals['_TASK_CORE_ENTRY']._serialized_end=888
+  _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_start=891
+  _globals['_TASK_KOBJ_IDS_ENTRY']._serialized_end=1137
+  _globals['_THREAD_SAS_ENTRY']._serialized_start=1139
+  _globals['_THREAD_SAS_ENTRY']._serialized_end=1207
+  _globals['_THREAD_CORE_ENTRY']._serialized_start=1210
+  _globals['_THREAD_CORE_ENTRY']._serialized_end=1627
+  _globals['_TASK_RLIMITS_ENTRY']._serialized_start=1629
+  _globals['_TASK_RLIMITS_ENTRY']._serialized_end=1681
+  _globals['_CORE_ENTRY']._serialized_start=1684
+  _globals['_CORE_ENTRY']._serialized_end=2270
+  _globals['_CORE_ENTRY_MARCH']._serialized_start=2155
+  _globals['_CORE_ENTRY_MARCH']._serialized_end=2270
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,12 @@
 # mypy: disable-error-code="type-arg,misc,valid-type"
 from proto import core_x86_pb2 as _core_x86_pb2
+from proto import core_arm_pb2 as _core_arm_pb2
+from proto import core_aarch64_pb2 as _core_aarch64_pb2
+from proto import core_ppc64_pb2 as _core_ppc64_pb2
+from proto import core_s390_pb2 as _core_s390_pb2
+from proto import core_mips_pb2 as _core_mips_pb2
+from proto import core_loongarch64_pb2 as _core_loongarch64_pb2
+from proto import core_riscv64_pb2 as _core_riscv64_pb2
 from proto import rlimit_pb2 as _rlimit_pb2
 from proto import timer_pb2 as _timer_pb2
 from proto import creds_pb2 as _creds_pb2
@@ -148,7 +155,7 @@ class task_rlimits_entry(_message.Message):
     def __init__(self, rlimits: _Optional[_Iterable[_Union[_rlimit_pb2.rlimit_entry, _Mapping]]] = ...) -> None: ...
 
 class core_entry(_message.Message):
-    __slots__ = ("mtype", "thread_info", "tc", "ids", "thread_core")
+    __slots__ = ("mtype", "thread_info", "ti_arm", "ti_aarch64", "ti_ppc64", "ti_s390", "ti_mips", "ti_loongarch64", "ti_riscv64", "tc", "ids", "thread_core")
     class march(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         UNKNOWN: _ClassVar[core_entry.march]
@@ -171,12 +178,26 @@ class core_entry(_message.Message):
     RISCV64: core_entry.march
     MTYPE_FIELD_NUMBER: _ClassVar[int]
     THREAD_INFO_FIELD_NUMBER: _ClassVar[int]
+    TI_ARM_FIELD_NUMBER: _ClassVar[int]
+    TI_AARCH64_FIELD_NUMBER: _ClassVar[int]
+    TI_PPC64_FIELD_NUMBER: _ClassVar[int]
+    TI_S390_FIELD_NUMBER: _ClassVar[int]
+    TI_MIPS_FIELD_NUMBER: _ClassVar[int]
+    TI_LOONGARCH64_FIELD_NUMBER: _ClassVar[int]
+    TI_RISCV64_FIELD_NUMBER: _ClassVar[int]
     TC_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     THREAD_CORE_FIELD_NUMBER: _ClassVar[int]
     mtype: core_entry.march
     thread_info: _core_x86_pb2.thread_info_x86
+    ti_arm: _core_arm_pb2.thread_info_arm
+    ti_aarch64: _core_aarch64_pb2.thread_info_aarch64
+    ti_ppc64: _core_ppc64_pb2.thread_info_ppc64
+    ti_s390: _core_s390_pb2.thread_info_s390
+    ti_mips: _core_mips_pb2.thread_info_mips
+    ti_loongarch64: _core_loongarch64_pb2.thread_info_loongarch64
+    ti_riscv64: _core_riscv64_pb2.thread_info_riscv64
     tc: task_core_entry
     ids: task_kobj_ids_entry
     thread_core: thread_core_entry
-    def __init__(self, mtype: _Optional[_Union[core_entry.march, str]] = ..., thread_info: _Optional[_Union[_core_x86_pb2.thread_info_x86, _Mapping]] = ..., tc: _Optional[_Union[task_core_entry, _Mapping]] = ..., ids: _Optional[_Union[task_kobj_ids_entry, _Mapping]] = ..., thread_core: _Optional[_Union[thread_core_entry, _Mapping]] = ...) -> None: ...
+    def __init__(self, mtype: _Optional[_Union[core_entry.march, str]] = ..., thread_info: _Optional[_Union[_core_x86_pb2.thread_info_x86, _Mapping]] = ..., ti_arm: _Optional[_Union[_core_arm_pb2.thread_info_arm, _Mapping]] = ..., ti_aarch64: _Optional[_Union[_core_aarch64_pb2.thread_info_aarch64, _Mapping]] = ..., ti_ppc64: _Optional[_Union[_core_ppc64_pb2.thread_info_ppc64, _Mapping]] = ..., ti_s390: _Optional[_Union[_core_s390_pb2.thread_info_s390, _Mapping]] = ..., ti_mips: _Optional[_Union[_core_mips_pb2.thread_info_mips, _Mapping]] = ..., ti_loongarch64: _Optional[_Union[_core_loongarch64_pb2.thread_info_loongarch64, _Mapping]] = ..., ti_riscv64: _Optional[_Union[_core_riscv64_pb2.thread_info_riscv64, _Mapping]] = ..., tc: _Optional[_Union[task_core_entry, _Mapping]] = ..., ids: _Optional[_Union[task_kobj_ids_entry, _Mapping]] = ..., thread_core: _Optional[_Union[thread_core_entry, _Mapping]] = ...) -> None: ...
