@@ -261,7 +261,7 @@ def test_delete_attempts_every_step_and_reports_failures() -> None:
 
 def test_state_reads_jls_json() -> None:
     r = RecordingRunner(strict=True)
-    r.reply(["jls", "-n", "-j", "web", "--libxo", "json"], stdout=(DATA / "jls_n_json.json").read_text())
+    r.reply(["jls", "--libxo", "json", "-n", "-j", "web"], stdout=(DATA / "jls_n_json.json").read_text())
     info = JailBackend(r).state("web")
     assert info is not None
     assert (info.jid, info.name, info.path) == (3, "web", "/jails/web")
@@ -271,12 +271,12 @@ def test_state_reads_jls_json() -> None:
 
 def test_state_of_absent_jail_is_none_confirmed_by_full_listing() -> None:
     r = RecordingRunner(strict=True)
-    r.reply(["jls", "-n", "-j", "gone", "--libxo", "json"], returncode=1, stderr='jls: jail "gone" not found\n')
-    r.reply(["jls", "-n", "--libxo", "json"], stdout=(DATA / "jls_n_json.json").read_text())
+    r.reply(["jls", "--libxo", "json", "-n", "-j", "gone"], returncode=1, stderr='jls: jail "gone" not found\n')
+    r.reply(["jls", "--libxo", "json", "-n"], stdout=(DATA / "jls_n_json.json").read_text())
     assert JailBackend(r).state("gone") is None
     r2 = RecordingRunner(strict=True)
-    r2.reply(["jls", "-n", "-j", "web", "--libxo", "json"], returncode=1, stderr="jls: weird\n")
-    r2.reply(["jls", "-n", "--libxo", "json"], stdout=(DATA / "jls_n_json.json").read_text())
+    r2.reply(["jls", "--libxo", "json", "-n", "-j", "web"], returncode=1, stderr="jls: weird\n")
+    r2.reply(["jls", "--libxo", "json", "-n"], stdout=(DATA / "jls_n_json.json").read_text())
     with pytest.raises(PlatformError, match="existing jail"):
         JailBackend(r2).state("web")
 

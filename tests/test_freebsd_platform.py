@@ -589,3 +589,13 @@ def test_struct_reg_pack_unpack_property(values: list[int]) -> None:
 @given(st.integers(1, 64))
 def test_signal_mapping_roundtrip_property(sig: int) -> None:
     assert fb.freebsd_signal_to_linux(fb.linux_signal_to_freebsd(sig)) == (sig if sig != 16 else 7)
+
+
+def test_engine_refuses_to_dump_through_freebsd_cleanly(plat: FreeBSDPlatform, kernel: FakeKernel, tmp_path: Path) -> None:
+    """features() is honest, so the dump engine refuses before touching the target."""
+    from capture.dump import dump
+    from capture.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="lacks feature seize"):
+        dump(PID, tmp_path / "images", platform=plat)
+    assert kernel.calls == [] and not (tmp_path / "images").exists()

@@ -44,8 +44,9 @@ start / exec
     ``jexec NAME ARGS...``; with env, cwd or rlimits the jail's ``/usr/bin/env
     -i K=V ... /bin/sh -c 'ulimit -n N && cd -- DIR && exec "$@"' sh ARGS``.
 state
-    ``jls -n -j NAME --libxo json`` (absent jail: confirmed with ``jls -n
-    --libxo json``, since jls's error text is not in the reference).
+    ``jls --libxo json -n -j NAME`` (libxo options first, the position every libxo
+    program accepts them; an absent jail is confirmed with ``jls --libxo json
+    -n``, since jls's error text is not in the reference).
 delete
     host ``exec.prestop``, jail-side ``exec.stop``, ``jail -r NAME``, host
     ``exec.poststop``, ``rctl -r jail:NAME``, ``umount`` (reverse), ``devfs
@@ -552,8 +553,8 @@ class JailBackend:
 
     # -- inspect ----------------------------------------------------------
     def state(self, name: str) -> JailInfo | None:
-        """The jail's parameters from ``jls -n -j NAME --libxo json``, or None."""
-        res = self.runner.run([self.tools.jls, "-n", "-j", name, "--libxo", "json"])
+        """The jail's parameters from ``jls --libxo json -n -j NAME``, or None."""
+        res = self.runner.run([self.tools.jls, "--libxo", "json", "-n", "-j", name])
         if res.returncode == 0:
             jails = parse_jls_json(res.stdout)
             for j in jails:
@@ -561,7 +562,7 @@ class JailBackend:
                     return j
             raise PlatformError(f"jls -j {name} listed no jail named {name}", command=list(res.argv))
         # jls's "not found" text is not in the reference: confirm with a full listing.
-        every = check(self.runner.run([self.tools.jls, "-n", "--libxo", "json"]), "jls")
+        every = check(self.runner.run([self.tools.jls, "--libxo", "json", "-n"]), "jls")
         if any(j.name == name for j in parse_jls_json(every.stdout)):
             raise PlatformError(f"jls -j {name} failed for an existing jail", command=list(res.argv), stderr=res.stderr)
         return None
