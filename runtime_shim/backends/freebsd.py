@@ -44,8 +44,8 @@ start / exec
     ``jexec NAME ARGS...``; with env, cwd or rlimits the jail's ``/usr/bin/env
     -i K=V ... /bin/sh -c 'ulimit -n N && cd -- DIR && exec "$@"' sh ARGS``.
 state
-    ``jls --libxo json -n -j NAME`` (libxo options first, the position every libxo
-    program accepts them; an absent jail is confirmed with ``jls --libxo json
+    ``jls --libxo json -n -j NAME`` (libxo options first, where every libxo
+    program takes them; an absent jail is confirmed with ``jls --libxo json
     -n``, since jls's error text is not in the reference).
 delete
     host ``exec.prestop``, jail-side ``exec.stop``, ``jail -r NAME``, host
