@@ -112,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
             raise BadInputError(f"{flag} is only valid with --to freebsd")
     if args.input and args.jail_conf:
         raise BadInputError("give either JAIL.json or --jail-conf FILE, not both")
-    if not args.input and not args.jail_conf:
-        raise BadInputError("--to oci needs JAIL.json or --jail-conf FILE [--rctl FILE]")
     if args.rctl and not args.jail_conf:
         raise BadInputError("--rctl FILE goes with --jail-conf FILE")
+    if not args.input and not args.jail_conf:
+        raise BadInputError("--to oci needs JAIL.json or --jail-conf FILE [--rctl FILE]")
     rules = load_rules(args.mapping)
     return _to_oci(args, rules)
 
