@@ -45,7 +45,10 @@ Public API::
     to_dict(image, pretty=True) -> dict   crit's JSON shape {"magic", "entries"}
     from_dict(d) -> Image                 inverse of to_dict (either shape)
     Image(name, magic, entries, extra, raw); Image.new(name, entries, extra)
+    Image.entries_as(cls, start=0) -> list[cls]   typed, checked entries
     KINDS / kind_named(name) -> ImageKind  the magic table (capture.images.magic)
+    capture.images.explore.explore(dir, "ps"|"fds"|"mems"|"rss") -> list[str]
+                                          the lines `crit x DIR ...` prints
 
 ``Image.entries`` are generated protobuf messages (``proto.core_pb2.core_entry``
 ...); ``Image.extra[i]`` is the raw payload after entry ``i`` or ``None``.
