@@ -46,7 +46,8 @@ def state(path: Path) -> str:
 
 
 class Agents:
-    def __init__(self, hosts: netns.TestHosts, tmp: Path, hostinfo_file: Path | None = None) -> None:
+    def __init__(self, hosts: netns.TestHosts, tmp: Path, hostinfo_file: Path | None = None,
+                 fault: str | None = None) -> None:
         self.hosts = hosts
         self.src = tmp / "src"
         self.dst = tmp / "dst"
@@ -60,6 +61,7 @@ class Agents:
         subprocess.run(hetmig("agent", "trust", fp_a, "--cert", str(self.src / "cert.pem"), "--state-dir",
                               str(self.dst)), env=ENV, check=True, capture_output=True)
         extra = ["--hostinfo-file", str(hostinfo_file)] if hostinfo_file else []
+        extra += ["--inject-fault", fault] if fault else []
         self.agent = hosts.b.popen(hetmig("agent", "--listen", f"{hosts.b.addr}:0", "--state-dir", str(self.dst),
                                           "--json", *extra), env=ENV)
         assert self.agent.stdout is not None
@@ -204,4 +206,56 @@ def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> Non
                 os.kill(restored, 9)
             except ProcessLookupError:
                 pass
+        agents.close()
+
+
+@pytest.mark.parametrize("fault", ["kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore",
+                                   "kill-restore"])
+def test_fault_before_confirm_leaves_the_process_running_on_a(hosts: netns.TestHosts, tmp_path: Path,
+                                                               fault: str) -> None:
+    agents = Agents(hosts, tmp_path, fault=fault)
+    out = tmp_path / "counter.out"
+    with open(out, "w") as f:
+        target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno())
+    try:
+        deadline = time.monotonic() + 10
+        while _last_value(out) < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = agents.migrate("--pid", str(target.pid), "--precopy-rounds", "3", "--max-downtime", "0")
+        kinds = [e["event"] for e in _events(r.stdout)]
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "rolled-back" in kinds and "done" not in kinds
+        if fault == "fail-restore":
+            assert "injected fault fail-restore: restore refused" in r.stderr
+        # exactly one host runs it: A, untraced, not stopped, counting on
+        assert target.poll() is None and _tracer(target.pid) == 0
+        before = _last_value(out)
+        time.sleep(0.3)
+        assert _proc_state(target.pid) in ("R", "S")
+        assert _last_value(out) > before
+        vals = _values(out)
+        assert vals == sorted(vals)
+        fds = [os.readlink(f"/proc/{target.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{target.pid}/fd")]
+        assert "anon_inode:[userfaultfd]" not in fds
+        # nothing of it runs in B (the agent itself aside)
+        agent_pid = agents.agent.pid
+        others = [p for p in netns.netns_pids(hosts.b.netns) if p != agent_pid]
+        assert others == [], others
+        if fault.startswith("kill-"):
+            assert agents.agent.wait(timeout=10) == 137
+            # a restarted agent cleans up what the dead one left
+            from runtime_shim.migration.agent import Agent, AgentConfig
+
+            [mdir] = agents.migrations()
+            Agent(AgentConfig(state_dir=agents.dst))  # its constructor recovers
+            status = json.loads(state(mdir))
+            assert status["phase"] == "aborted" and "agent restarted" in status["reason"]
+            assert sorted(os.listdir(mdir)) == ["status.json"]
+        else:
+            [mdir] = agents.migrations()
+            assert json.loads(state(mdir))["phase"] == "aborted"
+            assert sorted(os.listdir(mdir)) == ["status.json"]
+    finally:
+        target.kill()
+        target.wait()
         agents.close()

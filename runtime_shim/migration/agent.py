@@ -47,6 +47,10 @@ from runtime_shim.migration.engine import DestinationRestore, StagingRestore
 from runtime_shim.migration.wire import Frame, Limits, MsgType, ProtocolError
 
 LOG = logging.getLogger("hetmig.agent")
+# Fault injection for the fault tests (hidden CLI flag --inject-fault): "kill-" ends
+# the agent process at once (as SIGKILL would), "drop-" closes the connection
+# without a word, "fail-" raises a restore refusal.
+FAULTS = ("kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore", "kill-restore")
 ROOTFS_TAR = "rootfs-delta.tar"
 
 
@@ -56,6 +60,7 @@ class AgentConfig:
     limits: Limits = field(default_factory=Limits)
     hostinfo_file: Path | None = None          # answer with a recorded host info (tests)
     restore_factory: Callable[[], DestinationRestore] = StagingRestore
+    fault: str | None = None                   # tests: inject a failure (see FAULTS)
     handshake_timeout: float = 10.0
     idle_timeout: float = 120.0
     max_connections: int = 16
@@ -75,6 +80,34 @@ class Agent:
         self._listener: socket.socket | None = None
         self._setup_log()
         self.reload_pins()
+        self.recover()
+
+    def recover(self) -> list[str]:
+        """Migrations left mid-way by a dead agent: their partial data is removed and
+        they are marked aborted (their sources rolled back when the connection died)."""
+        recovered: list[str] = []
+        for mdir in sorted(self.migrations.iterdir()):
+            status_path = mdir / "status.json"
+            try:
+                status = json.loads(status_path.read_text())
+            except (OSError, ValueError):
+                status = {"migration_id": mdir.name, "phase": "unknown"}
+            if status.get("phase") in ("done", "aborted", "confirmed-unfinished", "confirmed"):
+                continue
+            for sub in ("images", "rootfs"):
+                shutil.rmtree(mdir / sub, ignore_errors=True)
+            for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
+                try:
+                    os.unlink(mdir / name)
+                except FileNotFoundError:
+                    pass
+            status.update(phase="aborted", reason=f"agent restarted during phase {status.get('phase')}")
+            tmp = mdir / ".status.json.tmp"
+            tmp.write_text(json.dumps(status))
+            os.replace(tmp, status_path)
+            LOG.warning("migration %s was interrupted by an agent restart; cleaned up", mdir.name)
+            recovered.append(mdir.name)
+        return recovered
 
     def _setup_log(self) -> None:
         path = self.state_dir / "agent.log"
@@ -263,8 +296,26 @@ class Session:
                                          "client_nonce": client_nonce, "hostinfo": info.to_json()})
         self.phase = "check"
 
+    def _fault(self, point: str) -> None:
+        fault = self.agent.config.fault
+        if fault is None or not fault.endswith("-" + point):
+            return
+        LOG.warning("injected fault %s", fault)
+        if fault.startswith("kill-"):
+            os._exit(137)
+        if fault.startswith("drop-"):
+            self.sock.close()
+            raise ProtocolError(f"injected fault {fault}: connection dropped")
+        raise MigrationError(f"injected fault {fault}: restore refused")
+
     def _dispatch(self, frame: Frame) -> bool:
         t = frame.mtype
+        if t == MsgType.ROUND_END:
+            self._fault("precopy")
+        elif t in (MsgType.FILE_BEGIN, MsgType.ROOTFS_BEGIN):
+            self._fault("final")
+        elif t == MsgType.COMMIT:
+            self._fault("restore")
         if t == MsgType.ABORT:
             msg = frame.json()
             LOG.info("migration %s aborted by the source: %s", self.migration_id,
