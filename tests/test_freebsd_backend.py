@@ -121,6 +121,16 @@ def test_podman_limits_create_sequence_is_exact() -> None:
     assert len(result.unapplied) == 1 and "RLIMIT_MEMLOCK" in result.unapplied[0]
 
 
+def test_plan_rule_amounts_accept_expand_number_suffixes() -> None:
+    plan = load_plan("busybox-sleep")
+    plan["rctl"] = ["memoryuse:deny=256m", "jail:sleeper:vmemoryuse:deny=1g", "maxproc:deny=64"]
+    r = racct_on(RecordingRunner())
+    JailBackend(r).create(plan)
+    assert [a[2] for a in r.argvs if a[:2] == ("rctl", "-a")] == [
+        "jail:sleeper:memoryuse:deny=268435456", "jail:sleeper:vmemoryuse:deny=1073741824", "jail:sleeper:maxproc:deny=64",
+    ]
+
+
 def test_busybox_sleep_needs_no_rctl_and_no_sysctl() -> None:
     r = RecordingRunner(strict=True)
     r.reply(
@@ -310,6 +320,8 @@ def test_rules_and_usage() -> None:
         (lambda p: p["jail"]["params"].update({"exec.start": "x"}), "jail.params.exec.start", "exec"),
         (lambda p: p["jail"]["params"].update({"persist": False}), "jail.params.persist", "persistent"),
         (lambda p: p["exec"].update(env=["NOEQUALS"]), "exec.env[0]", "KEY=VALUE"),
+        (lambda p: p["jail"]["params"].update({"bad name": 1}), "jail.params.bad name", "without '='"),
+        (lambda p: p["rctl"].append("maxproc:deny=12q"), "rctl[6]", "not an integer"),
     ],
 )
 def test_plan_validation_errors_name_field(mutate: Any, path: str, fragment: str) -> None:

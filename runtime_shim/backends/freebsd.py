@@ -172,7 +172,7 @@ def _parse_rule(source: str, path: str, name: str, value: Any) -> RctlRule:
         if text.count(":") == 1:  # "resource:action=amount[/per]" -> subject is this jail
             text = f"jail:{name}:{text}"
         try:
-            rule = parse_rctl_rule(text)
+            rule = parse_rctl_rule(text, allow_suffix=True)
         except Exception as err:
             raise SpecError(source, path, f"{value!r} is not an rctl rule: {err}") from None
     elif isinstance(value, dict):
@@ -259,6 +259,8 @@ def spec_from_plan(plan: Mapping[str, Any], source: str = "plan") -> JailSpec:
     path: str | None = None
     for key, value in raw_params.items():
         where = f"jail.params.{key}"
+        if not isinstance(key, str) or not key or "=" in key or any(c.isspace() for c in key):
+            raise SpecError(source, where, "a jail parameter name must be non-empty without '=' or whitespace")
         if key == "name":
             if value != name:
                 raise SpecError(source, where, f"{value!r} differs from jail.name={name!r}")

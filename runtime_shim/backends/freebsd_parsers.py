@@ -516,8 +516,16 @@ def rctl_rule_problem(rule: RctlRule) -> str | None:
     return None
 
 
-def parse_rctl_rule(text: str) -> RctlRule:
-    """Parse one rule line (subject abbreviations expanded; amount integer)."""
+_EXPAND_SUFFIX: Mapping[str, int] = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+
+
+def parse_rctl_rule(text: str, *, allow_suffix: bool = False) -> RctlRule:
+    """Parse one rule line (subject abbreviations expanded; amount integer).
+
+    With *allow_suffix* the amount may carry an expand_number(3) suffix
+    (k, m, g, t, p, e; powers of 1024) as rctl(8) accepts on input; the
+    kernel's output never has one.
+    """
     fmt = "rctl rule"
     parts = text.strip().split(":")
     if len(parts) != 4:
@@ -535,8 +543,12 @@ def parse_rctl_rule(text: str) -> RctlRule:
         per = per_text if slash else None
     amount: int | None = None
     if amount_text:
+        scale = 1
+        if allow_suffix and amount_text[-1:].lower() in _EXPAND_SUFFIX:
+            scale = _EXPAND_SUFFIX[amount_text[-1].lower()]
+            amount_text = amount_text[:-1]
         try:
-            amount = int(amount_text)
+            amount = int(amount_text) * scale
         except ValueError:
             raise FreeBSDParseError(fmt, f"amount {amount_text!r} is not an integer", line=text) from None
     return RctlRule(subject, sid, resource, action, amount, per)
