@@ -353,6 +353,8 @@ def test_protocol_is_implemented_and_features_tell_the_truth(plat: FreeBSDPlatfo
     assert isinstance(plat, Platform)
     for name in [n for n in dir(Platform) if not n.startswith("_")]:
         assert callable(getattr(plat, name)) or name == "name", name
+    public = {n for n in dir(plat) if not n.startswith("_")}
+    assert public == {n for n in dir(Platform) if not n.startswith("_")} | {"name", "proc"}, "no FreeBSD-only public API"
     feats = plat.features()
     assert feats == {Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE}
     # declared features work ...
@@ -433,7 +435,7 @@ def test_memory_io_partial_and_errors(plat: FreeBSDPlatform, kernel: FakeKernel)
 def test_vm_entries_and_procstat_to_vma(plat: FreeBSDPlatform) -> None:
     plat.seize(PID)
     plat.interrupt(PID)
-    entries = list(plat.vm_entries(PID))
+    entries = list(plat._vm_entries(PID))
     assert [(e.start, e.end, p) for e, p in entries] == [
         (0x400000, 0x401FFF, "/bin/busybox"), (0x7FFFFFFDF000, 0x7FFFFFFDFFFF, "")
     ]
@@ -453,7 +455,7 @@ def test_vm_entries_and_procstat_to_vma(plat: FreeBSDPlatform) -> None:
 def test_xsave_roundtrip(plat: FreeBSDPlatform, kernel: FakeKernel) -> None:
     plat.seize(PID)
     plat.interrupt(PID)
-    assert plat.xstate_info(LWPS[0]) == (0x7, 1024)
+    assert plat._xstate_info(LWPS[0]) == (0x7, 1024)
     x = plat.get_xsave(LWPS[0])
     plat.set_xsave(LWPS[0], Xsave(data=bytes(reversed(x.data))))
     assert kernel.procs[PID].xsave == bytes(reversed(x.data))

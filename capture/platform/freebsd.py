@@ -996,7 +996,7 @@ class FreeBSDPlatform:
         self._lwp_pid: dict[int, int] = {}
 
     # -- plumbing -------------------------------------------------------
-    def ptrace(self, request: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    def _pt(self, request: int, pid: int, addr: int = 0, data: int = 0) -> int:
         """One ptrace request; FreeBSD errno -> PlatformError with the Linux errno."""
         try:
             return self._ptrace(request, pid, addr, data)
@@ -1041,11 +1041,11 @@ class FreeBSDPlatform:
 
     # -- discovery --------------------------------------------------------
     def _lwp_list(self, pid: int) -> tuple[int, ...]:
-        n = self.ptrace(PT_GETNUMLWPS, pid, 0, 0)
+        n = self._pt(PT_GETNUMLWPS, pid, 0, 0)
         if n <= 0:
             raise PlatformError(f"PT_GETNUMLWPS of pid {pid} returned {n}")
         arr = (ctypes.c_int32 * n)()
-        got = self.ptrace(PT_GETLWPLIST, pid, ctypes.addressof(arr), n)
+        got = self._pt(PT_GETLWPLIST, pid, ctypes.addressof(arr), n)
         lwps = tuple(sorted(arr[i] for i in range(min(got, n))))
         for lwp in lwps:
             self._lwp_pid[lwp] = pid
@@ -1060,12 +1060,12 @@ class FreeBSDPlatform:
         if t is not None and t.stopped:
             t.lwps = self._lwp_list(pid)
             return t.lwps
-        self.ptrace(PT_ATTACH, pid, 0, 0)
+        self._pt(PT_ATTACH, pid, 0, 0)
         try:
             pending = self._wait_stopped(pid)
             lwps = self._lwp_list(pid)
         finally:
-            self.ptrace(PT_DETACH, pid, 1, 0)
+            self._pt(PT_DETACH, pid, 1, 0)
         if pending:
             self._kill(pid, pending)
         return lwps
@@ -1223,7 +1223,7 @@ class FreeBSDPlatform:
 
     def _pt_io(self, pid: int, op: int, remote: int, local: int, length: int) -> int:
         desc = ctypes.create_string_buffer(pack_io_desc(op, remote, local, length), IO_DESC_SIZE)
-        self.ptrace(PT_IO, pid, ctypes.addressof(desc), 0)
+        self._pt(PT_IO, pid, ctypes.addressof(desc), 0)
         return unpack_io_desc(desc.raw)[3]
 
     def read_memory_into(self, pid: int, iov: Sequence[tuple[int, int]], buf: memoryview) -> int:
@@ -1248,7 +1248,7 @@ class FreeBSDPlatform:
         if moved != len(data):
             raise PlatformError(f"PT_IO write to pid {pid} at 0x{addr:x}: {moved} of {len(data)} bytes")
 
-    def vm_entries(self, pid: int, path_size: int = 1024) -> Iterator[tuple[PtraceVmEntry, str]]:
+    def _vm_entries(self, pid: int, path_size: int = 1024) -> Iterator[tuple[PtraceVmEntry, str]]:
         """PT_VM_ENTRY iteration (process stopped); ENOENT ends the list."""
         entry = 0
         while True:
@@ -1256,7 +1256,7 @@ class FreeBSDPlatform:
             req = PtraceVmEntry(entry, 0, 0, 0, 0, 0, path_size, 0, 0, ctypes.addressof(path))
             raw = ctypes.create_string_buffer(pack_vm_entry(req), VM_ENTRY_SIZE)
             try:
-                self.ptrace(PT_VM_ENTRY, pid, ctypes.addressof(raw), 0)
+                self._pt(PT_VM_ENTRY, pid, ctypes.addressof(raw), 0)
             except PlatformError as err:
                 if err.errno == ERRNO_TABLE["ENOENT"][0]:
                     return
@@ -1286,7 +1286,7 @@ class FreeBSDPlatform:
                 return pending
             pending = sig
             # stopped by another signal first: keep it for detach, wait for our SIGSTOP
-            self.ptrace(PT_CONTINUE, pid, 1, 0)
+            self._pt(PT_CONTINUE, pid, 1, 0)
 
     def _owner(self, tid: int) -> int:
         return self._lwp_pid.get(tid, tid)
@@ -1297,7 +1297,7 @@ class FreeBSDPlatform:
         pid = self._owner(tid)
         if pid in self._traced:
             return
-        self.ptrace(PT_ATTACH, pid, 0, 0)
+        self._pt(PT_ATTACH, pid, 0, 0)
         self._traced[pid] = _Traced(pid, released=set())
 
     def interrupt(self, tid: int) -> None:
@@ -1321,21 +1321,21 @@ class FreeBSDPlatform:
         t.released.add(tid)
         if tid == pid or set(t.lwps) <= t.released:
             del self._traced[pid]
-            self.ptrace(PT_DETACH, pid, 1, t.pending_signal)
+            self._pt(PT_DETACH, pid, 1, t.pending_signal)
 
     # -- registers ----------------------------------------------------------
     def _get_base(self, request: int, tid: int) -> int:
         box = ctypes.c_uint64(0)
-        self.ptrace(request, tid, ctypes.addressof(box), 0)
+        self._pt(request, tid, ctypes.addressof(box), 0)
         return int(box.value)
 
     def _set_base(self, request: int, tid: int, value: int) -> None:
         box = ctypes.c_uint64(value & UNLIMITED)
-        self.ptrace(request, tid, ctypes.addressof(box), 0)
+        self._pt(request, tid, ctypes.addressof(box), 0)
 
     def _get_reg_fields(self, tid: int) -> dict[str, int]:
         buf = ctypes.create_string_buffer(REG_SIZE)
-        self.ptrace(PT_GETREGS, tid, ctypes.addressof(buf), 0)
+        self._pt(PT_GETREGS, tid, ctypes.addressof(buf), 0)
         return unpack_reg(buf.raw)
 
     def get_regs(self, tid: int) -> ThreadRegs:
@@ -1348,31 +1348,31 @@ class FreeBSDPlatform:
         FreeBSD counterpart and is ignored."""
         fields = linux_to_reg(regs, self._get_reg_fields(tid))
         buf = ctypes.create_string_buffer(pack_reg(fields), REG_SIZE)
-        self.ptrace(PT_SETREGS, tid, ctypes.addressof(buf), 0)
+        self._pt(PT_SETREGS, tid, ctypes.addressof(buf), 0)
         self._set_base(PT_SETFSBASE, tid, regs.fs_base)
         self._set_base(PT_SETGSBASE, tid, regs.gs_base)
 
-    def xstate_info(self, tid: int) -> tuple[int, int]:
+    def _xstate_info(self, tid: int) -> tuple[int, int]:
         """(xsave_mask, xsave_len) from PT_GETXSTATE_INFO."""
         buf = ctypes.create_string_buffer(XSTATE_INFO_SIZE)
-        self.ptrace(PT_GETXSTATE_INFO, tid, ctypes.addressof(buf), XSTATE_INFO_SIZE)
+        self._pt(PT_GETXSTATE_INFO, tid, ctypes.addressof(buf), XSTATE_INFO_SIZE)
         mask, length = struct.unpack(XSTATE_INFO_FORMAT, buf.raw)
         return int(mask), int(length)
 
     def get_xsave(self, tid: int) -> Xsave:
-        _, length = self.xstate_info(tid)
+        _, length = self._xstate_info(tid)
         if not 512 + 64 <= length <= 1 << 20:
             raise PlatformError(f"PT_GETXSTATE_INFO of {tid}: implausible xsave_len {length}")
         buf = ctypes.create_string_buffer(length)
-        self.ptrace(PT_GETXSTATE, tid, ctypes.addressof(buf), length)
+        self._pt(PT_GETXSTATE, tid, ctypes.addressof(buf), length)
         return Xsave(data=buf.raw)
 
     def set_xsave(self, tid: int, xsave: Xsave) -> None:
-        _, length = self.xstate_info(tid)
+        _, length = self._xstate_info(tid)
         if len(xsave.data) > length:
             raise PlatformError(f"set_xsave: {len(xsave.data)} bytes exceed this CPU's xsave_len {length}")
         buf = ctypes.create_string_buffer(xsave.data, len(xsave.data))
-        self.ptrace(PT_SETXSTATE, tid, ctypes.addressof(buf), len(xsave.data))
+        self._pt(PT_SETXSTATE, tid, ctypes.addressof(buf), len(xsave.data))
 
     def rseq(self, tid: int) -> Rseq | None:
         return None  # the Linuxulator's rseq always fails with ENOSYS: never registered
