@@ -180,7 +180,15 @@ class FakeKernel:
         if req in (72, 74):
             (p.fsbase if req == 72 else p.gsbase)[lwp] = struct.unpack("<Q", ctypes.string_at(addr, 8))[0]
             return 0
+        if req == 35:  # PT_GETFPREGS: struct fpreg, 512 bytes
+            ctypes.memmove(addr, p.xsave[:512], 512)
+            return 0
+        if req == 36:
+            p.xsave = ctypes.string_at(addr, 512) + p.xsave[512:]
+            return 0
         if req == 68:  # PT_GETXSTATE_INFO
+            if not p.xsave_mask:
+                raise OSError(EINVAL, "EINVAL")  # no XSAVE on this CPU
             if data != 16:
                 raise OSError(EINVAL, "EINVAL")
             ctypes.memmove(addr, struct.pack("<QI", p.xsave_mask, len(p.xsave)), 12)
@@ -601,3 +609,14 @@ def test_engine_refuses_to_dump_through_freebsd_cleanly(plat: FreeBSDPlatform, k
     with pytest.raises(CheckpointError, match="lacks feature seize"):
         dump(PID, tmp_path / "images", platform=plat)
     assert kernel.calls == [] and not (tmp_path / "images").exists()
+
+
+def test_fxsave_only_cpu_uses_fpregs(plat: FreeBSDPlatform, kernel: FakeKernel) -> None:
+    kernel.procs[PID].xsave_mask = 0
+    plat.seize(PID)
+    plat.interrupt(PID)
+    x = plat.get_xsave(LWPS[0])
+    assert x.data == kernel.procs[PID].xsave[:512]
+    plat.set_xsave(LWPS[0], Xsave(data=bytes(512)))
+    assert kernel.procs[PID].xsave[:512] == bytes(512)
+    assert [c[0] for c in kernel.calls if c[0] in (35, 36, 69, 70)] == [35, 36]

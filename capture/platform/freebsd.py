@@ -1359,16 +1359,37 @@ class FreeBSDPlatform:
         mask, length = struct.unpack(XSTATE_INFO_FORMAT, buf.raw)
         return int(mask), int(length)
 
-    def get_xsave(self, tid: int) -> Xsave:
-        _, length = self._xstate_info(tid)
+    def _xstate_len(self, tid: int) -> int | None:
+        """xsave_len, or None when the kernel has no XSAVE state (EINVAL: FXSAVE-only CPU)."""
+        try:
+            _, length = self._xstate_info(tid)
+        except PlatformError as err:
+            if err.errno == ERRNO_TABLE["EINVAL"][0]:
+                return None
+            raise
         if not 512 + 64 <= length <= 1 << 20:
             raise PlatformError(f"PT_GETXSTATE_INFO of {tid}: implausible xsave_len {length}")
+        return length
+
+    def get_xsave(self, tid: int) -> Xsave:
+        """PT_GETXSTATE (after PT_GETXSTATE_INFO); without XSAVE state, the
+        512-byte FXSAVE area from PT_GETFPREGS (the legacy region only)."""
+        length = self._xstate_len(tid)
+        if length is None:
+            fp = ctypes.create_string_buffer(FPREG_SIZE)
+            self._pt(PT_GETFPREGS, tid, ctypes.addressof(fp), 0)
+            return Xsave(data=fp.raw)
         buf = ctypes.create_string_buffer(length)
         self._pt(PT_GETXSTATE, tid, ctypes.addressof(buf), length)
         return Xsave(data=buf.raw)
 
     def set_xsave(self, tid: int, xsave: Xsave) -> None:
-        _, length = self._xstate_info(tid)
+        length = self._xstate_len(tid)
+        if length is None:
+            # FXSAVE-only: the legacy 512-byte region through PT_SETFPREGS
+            fp = ctypes.create_string_buffer(xsave.data[:FPREG_SIZE].ljust(FPREG_SIZE, b"\0"), FPREG_SIZE)
+            self._pt(PT_SETFPREGS, tid, ctypes.addressof(fp), 0)
+            return
         if len(xsave.data) > length:
             raise PlatformError(f"set_xsave: {len(xsave.data)} bytes exceed this CPU's xsave_len {length}")
         buf = ctypes.create_string_buffer(xsave.data, len(xsave.data))
