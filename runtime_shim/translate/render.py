@@ -130,7 +130,7 @@ _TOKEN = re.compile(
   | (?P<dq>"(?:[^"\\]|\\.)*")
   | (?P<sq>'[^']*')
   | (?P<op>\+=|[{};=,])
-  | (?P<word>[^\s{};=,"'#]+)
+  | (?P<word>(?:\$\{[^}\s]*\}|[^\s{};=,"'#])+)
     """,
     re.VERBOSE | re.DOTALL,
 )
@@ -270,25 +270,31 @@ def _plan_from_statements(
             devfs_flag = _typed(key, value, source, where) is True
             continue
         if key == "mount":
-            for line in value if isinstance(value, list) else [str(value)]:
-                mounts.append(_parse_fstab(line, root_s, source, where))
+            for fstab in value if isinstance(value, list) else [str(value)]:
+                mounts.append(_parse_fstab(fstab, root_s, source, where))
             continue
         if key.startswith("exec.") and key[5:] in EXEC_PHASES:
             exec_[key[5:]] = list(value) if isinstance(value, list) else [str(value)]
             continue
         params[key] = _typed(key, value, source, where)
     devfs = None
-    number = params.get("devfs_ruleset")
-    if isinstance(number, int) and not isinstance(number, bool):
+    number: int | None = None
+    param_rs = params.get("devfs_ruleset")
+    if isinstance(param_rs, int) and not isinstance(param_rs, bool):
+        number = param_rs
+    else:
+        first = next((m for m in map(_DEVFS_CMD.match, exec_.get(DEVFS_PHASE, [])) if m), None)
+        number = int(first["n"]) if first is not None else None
+    if number is not None:
         rules = []
         found = False
         rest_cmds = []
         for cmd in exec_.get(DEVFS_PHASE, []):
-            m = _DEVFS_CMD.match(cmd)
-            if m is not None and int(m["n"]) == number:
+            cm = _DEVFS_CMD.match(cmd)
+            if cm is not None and int(cm["n"]) == number:
                 found = True
-                if m["rest"] != "delset":
-                    rules.append(m["rest"][4:])
+                if cm["rest"] != "delset":
+                    rules.append(cm["rest"][4:])
             else:
                 rest_cmds.append(cmd)
         if found:
@@ -297,14 +303,14 @@ def _plan_from_statements(
                 exec_[DEVFS_PHASE] = rest_cmds
             else:
                 exec_.pop(DEVFS_PHASE, None)
-    fixed = []
-    for i, m in enumerate(mounts):
-        if m.fstype == "devfs":
-            rs = [o for o in m.options if o.startswith("ruleset=")]
-            if rs and (not isinstance(number, int) or rs[-1] != f"ruleset={number}"):
+    fixed: list[Mount] = []
+    for i, mnt in enumerate(mounts):
+        if mnt.fstype == "devfs":
+            rs = [o for o in mnt.options if o.startswith("ruleset=")]
+            if rs and rs[-1] != f"ruleset={number}":
                 raise SpecError(source, f"{name}.mount[{i}]", f"{rs[-1]} differs from devfs_ruleset={number}")
-            m = Mount(m.fstype, m.source, m.destination, tuple(o for o in m.options if not o.startswith("ruleset=")))
-        fixed.append(m)
+            mnt = Mount(mnt.fstype, mnt.source, mnt.destination, tuple(o for o in mnt.options if not o.startswith("ruleset=")))
+        fixed.append(mnt)
     if devfs_flag:  # jail(8) mounts it after every `mount` entry
         fixed.append(Mount("devfs", "devfs", "/dev", ()))
     return JailPlan(

@@ -47,54 +47,55 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
     def lose(path: str, value: Any, reason: str) -> None:
         losses.append(Loss(path, value, reason))
 
-    for key, value in rules.base_params.items():
-        if params.get(key) == value:
+    for key, base_value in rules.base_params.items():
+        if params.get(key) == base_value:
             consumed.add(key)
 
     # root
     root_ro = False
     mounts_out: list[dict[str, Any]] = []
-    path = params.get("path")
-    if isinstance(path, str):
+    path_param = params.get("path")
+    path = "/"
+    if isinstance(path_param, str):
+        path = path_param
         consumed.add("path")
     else:
-        path = "/"
         lose("jail.params.path", None, "jail has no path; its root is the host's '/'")
 
     # mounts
-    by_fstype = {}
-    for mtype, rule in rules.mounts.items():
-        if rule.fstype is not None and rule.fstype not in by_fstype:
-            by_fstype[rule.fstype] = mtype
+    by_fstype: dict[str, str] = {}
+    for mount_type, mrule in rules.mounts.items():
+        if mrule.fstype is not None and mrule.fstype not in by_fstype:
+            by_fstype[mrule.fstype] = mount_type
     devfs_mount = False
-    for i, m in enumerate(plan.mounts):
-        if m.fstype == "devfs" and m.destination == rules.devfs.destination:
+    for i, mnt in enumerate(plan.mounts):
+        if mnt.fstype == "devfs" and mnt.destination == rules.devfs.destination:
             devfs_mount = True
             mounts_out.extend(dict(d, options=list(d["options"])) for d in _DEV_MOUNTS)
             continue
-        if m.destination == "/" and m.fstype == "nullfs" and m.source == path and "ro" in m.options:
+        if mnt.destination == "/" and mnt.fstype == "nullfs" and mnt.source == path and "ro" in mnt.options:
             root_ro = True
-            extra = [o for o in m.options if o != "ro"]
+            extra = [o for o in mnt.options if o != "ro"]
             if extra:
                 lose(f"mounts[{i}].options", extra, "options on the read-only root mount have no OCI field")
             continue
-        mtype = by_fstype.get(m.fstype)
+        mtype = by_fstype.get(mnt.fstype)
         if mtype is None:
-            lose(f"mounts[{i}]", m.to_json(), f"file system {m.fstype} has no OCI mount mapping")
+            lose(f"mounts[{i}]", mnt.to_json(), f"file system {mnt.fstype} has no OCI mount mapping")
             continue
         keep = rules.mounts[mtype].keep
         opts = []
-        for j, opt in enumerate(m.options):
+        for j, opt in enumerate(mnt.options):
             if opt.split("=", 1)[0] in keep:
                 opts.append(opt)
             else:
-                lose(f"mounts[{i}].options[{j}]", opt, f"{m.fstype} option {opt} has no OCI mapping")
+                lose(f"mounts[{i}].options[{j}]", opt, f"{mnt.fstype} option {opt} has no OCI mapping")
         if mtype == "bind":
             opts = ["rbind", *opts]
-            source = m.source
+            source = mnt.source
         else:
             source = mtype
-        mounts_out.append({"destination": m.destination, "type": mtype, "source": source, "options": opts})
+        mounts_out.append({"destination": mnt.destination, "type": mtype, "source": source, "options": opts})
     spec["root"] = {"path": path, "readonly": root_ro}
 
     for key, param in (("hostname", "host.hostname"), ("domainname", "host.domainname")):
@@ -107,12 +108,12 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
     for ns_type, table in rules.namespaces.items():
         chosen: NsMode | None = None
         for mode in (NsMode.NEW, NsMode.SHARED):
-            rule = table.rules.get(mode)
-            if rule is None or rule.loss is not None:
+            nsr = table.rules.get(mode)
+            if nsr is None or nsr.loss is not None:
                 continue
-            if all(params.get(k) == v for k, v in rule.params.items()):
+            if all(params.get(k) == v for k, v in nsr.params.items()):
                 chosen = mode
-                consumed.update(rule.params)
+                consumed.update(nsr.params)
                 break
         if chosen is None:
             chosen = table.reverse_default
@@ -134,11 +135,11 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
             for k, text in enumerate(rs.rules):
                 if text == "hide":
                     continue
-                m = _DEVFS_RULE_RE.match(text)
-                if m is None:
+                dm = _DEVFS_RULE_RE.match(text)
+                if dm is None:
                     lose(f"devfs.rules[{k}]", text, "devfs rule has no OCI device mapping")
                     continue
-                name, action = m["name"], m["action"]
+                name, action = dm["name"], dm["action"]
                 if action == "unhide" and name in defaults:
                     continue
                 lpath = linux_by_devfs.get(name)
@@ -167,11 +168,11 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
 
     # RCTL rules
     amounts: dict[tuple[str, str], tuple[int, RctlRule]] = {}
-    for i, rule in enumerate(plan.rctl):
-        if rule.subject != "jail" or rule.subject_id != plan.name or rule.per not in (None, "jail"):
-            lose(f"rctl[{i}]", str(rule), f"only jail:{plan.name} rules map to OCI resources")
+    for i, rr in enumerate(plan.rctl):
+        if rr.subject != "jail" or rr.subject_id != plan.name or rr.per not in (None, "jail"):
+            lose(f"rctl[{i}]", str(rr), f"only jail:{plan.name} rules map to OCI resources")
             continue
-        amounts[(rule.resource, rule.action)] = (i, rule)
+        amounts[(rr.resource, rr.action)] = (i, rr)
     used: set[int] = set()
     resources: dict[str, Any] = {}
     for rrule in rules.resources:
@@ -180,35 +181,35 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
         found = amounts.get((rrule.rctl_resource, rrule.rctl_action))
         if found is None:
             continue
-        i, rule = found
+        i, rr = found
         parts = split_dotted(rrule.oci)
         if rrule.kind is ConvertKind.SCALE:
-            if rule.amount % rrule.factor:
-                lose(f"rctl[{i}]", str(rule), f"amount is not a multiple of {rrule.factor}")
+            if rr.amount % rrule.factor:
+                lose(f"rctl[{i}]", str(rr), f"amount is not a multiple of {rrule.factor}")
                 continue
-            set_path(resources, parts[2:], rule.amount // rrule.factor)
+            set_path(resources, parts[2:], rr.amount // rrule.factor)
         elif rrule.kind is ConvertKind.DIFFERENCE:
             assert rrule.minus is not None
             base = _get(resources, split_dotted(rrule.minus)[2:])
             if base is None:
-                lose(f"rctl[{i}]", str(rule), f"{rrule.oci} is {rrule.minus} plus this amount, and no {rrule.minus} is set")
+                lose(f"rctl[{i}]", str(rr), f"{rrule.oci} is {rrule.minus} plus this amount, and no {rrule.minus} is set")
                 continue
-            set_path(resources, parts[2:], base + rule.amount)
+            set_path(resources, parts[2:], base + rr.amount)
         elif rrule.kind is ConvertKind.PERCENT:
             assert rrule.per is not None
-            quota = rule.amount * rrule.default_per
+            quota = rr.amount * rrule.default_per
             if quota % 100:
-                lose(f"rctl[{i}]", str(rule), f"{rule.amount}% of {rrule.default_per} is not a whole number")
+                lose(f"rctl[{i}]", str(rr), f"{rr.amount}% of {rrule.default_per} is not a whole number")
                 continue
             set_path(resources, parts[2:], quota // 100)
             set_path(resources, split_dotted(rrule.per)[2:], rrule.default_per)
         elif rrule.kind is ConvertKind.DEVICE_RATE:
-            lose(f"rctl[{i}]", str(rule), "an OCI throttle is per block device (major:minor); a jail-wide RCTL rule names none")
+            lose(f"rctl[{i}]", str(rr), "an OCI throttle is per block device (major:minor); a jail-wide RCTL rr names none")
             continue
         used.add(i)
-    for (res, action), (i, rule) in amounts.items():
+    for (res, action), (i, rr) in amounts.items():
         if i not in used and not any(loss.path == f"rctl[{i}]" for loss in losses):
-            lose(f"rctl[{i}]", str(rule), f"no mapping entry turns {res}:{action} into an OCI resource")
+            lose(f"rctl[{i}]", str(rr), f"no mapping entry turns {res}:{action} into an OCI resource")
 
     # exec commands (cpuset ...)
     for phase, cmds in plan.exec.items():
@@ -216,9 +217,9 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
             for rrule in rules.resources:
                 if rrule.exec_command is None or rrule.exec_phase != phase:
                     continue
-                m = _template_regex(rrule.exec_command, plan.name).match(cmd)
-                if m is not None:
-                    set_path(resources, split_dotted(rrule.oci)[2:], m["value"])
+                em = _template_regex(rrule.exec_command, plan.name).match(cmd)
+                if em is not None:
+                    set_path(resources, split_dotted(rrule.oci)[2:], em["value"])
                     break
             else:
                 lose(f"exec.{phase}[{k}]", cmd, "host command has no OCI equivalent")

@@ -36,7 +36,7 @@ def json_path(parts: Sequence[str | int]) -> str:
     return out
 
 
-def split_dotted(path: str) -> Path_:
+def split_dotted(path: str) -> tuple[str, ...]:
     """``linux.resources.cpu.quota`` -> ('linux', 'resources', 'cpu', 'quota')."""
     return tuple(path.split("."))
 
