@@ -369,3 +369,17 @@ def test_reference_tables_copied_here_match_reference_text() -> None:
     assert listed == REF_DENY_OK
     throttle_row = next(l for l in section6.splitlines() if l.startswith("| `throttle`"))
     assert set(re.findall(r"(readbps|writebps|readiops|writeiops)", throttle_row)) == REF_THROTTLE_OK
+
+
+def test_recording_file_replays_an_inspection_session(tmp_path: Path) -> None:
+    r = RecordingRunner.load(str(DATA / "recordings" / "inspect-web.json"))
+    b = JailBackend(r)
+    info = b.state("web")
+    assert info is not None and info.jid == 3
+    assert [x.render() for x in b.rules("web")] == ["jail:web:memoryuse:deny=268435456", "jail:web:maxproc:deny=64"]
+    assert b.usage("web")["nthr"] == 4
+    assert b.state("gone") is None
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"argv": "jls"}]')
+    with pytest.raises(ValueError, match="argv"):
+        RecordingRunner.load(str(bad))

@@ -151,6 +151,28 @@ class RecordingRunner:
             raise UnexpectedCommand(f"no recorded reply for: {' '.join(key)}")
         return CompletedCommand(key, self.default_returncode, "", "")
 
+    @classmethod
+    def load(cls, path: str, *, strict: bool = True) -> "RecordingRunner":
+        """A runner replaying a recording file: a JSON list of
+        ``{"argv": [...], "returncode": 0, "stdout": "...", "stderr": "..."}``."""
+        import json
+
+        with open(path, encoding="utf-8") as fh:
+            items = json.load(fh)
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a JSON list of replies")
+        runner = cls(strict=strict)
+        for i, item in enumerate(items):
+            argv = item.get("argv") if isinstance(item, dict) else None
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise ValueError(f"{path}: [{i}].argv must be a non-empty list of strings")
+            rc = item.get("returncode", 0)
+            out, err = item.get("stdout", ""), item.get("stderr", "")
+            if isinstance(rc, bool) or not isinstance(rc, int) or not isinstance(out, str) or not isinstance(err, str):
+                raise ValueError(f"{path}: [{i}] returncode must be an integer, stdout/stderr strings")
+            runner.reply(argv, returncode=rc, stdout=out, stderr=err)
+        return runner
+
     @property
     def argvs(self) -> list[Argv]:
         """Every argv run so far, in order."""
