@@ -249,3 +249,14 @@ def test_layered_file_is_checked_with_its_own_name(tmp_path: Path) -> None:
         load_rules([good, bad])
     assert info.value.source == str(bad)
     assert info.value.path == "rlimits.RLIMIT_NOFILE.freebsd"
+
+
+def test_spec_coverage_doc_names_every_mapping_entry() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "spec-coverage.md").read_text()
+    rules = load_rules()
+    missing = [r.oci for r in rules.resources if r.oci.rsplit(".", 1)[-1] not in doc]
+    missing += [oci for oci in rules.losses if oci.rsplit(".", 1)[-1] not in doc]
+    missing += [f"namespace {t}" for t in rules.namespaces if f"`{t}`" not in doc]
+    missing += [cap for cap, r in rules.capabilities.items() if r.allow and cap not in doc]
+    missing += [f"mount {t}" for t in rules.mounts if f"`{t}`" not in doc]
+    assert missing == []
