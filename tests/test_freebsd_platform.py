@@ -82,8 +82,15 @@ REG_LAYOUT_REF = {name: (off, n) for name, off, n in REF_REG}
 
 # ---- the fake FreeBSD kernel --------------------------------------------------
 
-ESRCH, EFAULT, EBUSY, ENOENT, EINVAL = 3, 14, 16, 2, 22
+ESRCH, EFAULT, EBUSY, ENOENT, EINVAL, ENOSYS_FB = 3, 14, 16, 2, 22, 78
 SIGSTOP_FB = 17
+SIGTRAP_FB = 5
+STACK_BASE = 0x7FFFFFFDF000
+STACK_TOP = STACK_BASE + 4096
+# ptrace_sc_remote (tools-output.md 5.1): pscr_ret{sr_retval[2] @0 @8, sr_error @16},
+# pscr_syscall @24, pscr_nargs @28, pscr_args @32; 40 bytes
+REF_SC_REMOTE = {"sr_retval0": (0, 8), "sr_retval1": (8, 8), "sr_error": (16, 4), "pscr_syscall": (24, 4),
+                 "pscr_nargs": (28, 4), "pscr_args": (32, 8)}
 
 
 @dataclass
@@ -101,6 +108,13 @@ class FakeProc:
     stop_queue: list[int] = field(default_factory=list)  # FreeBSD stop signals to report
     detached_with: list[int] = field(default_factory=list)
     paths: dict[int, str] = field(default_factory=dict)
+    # Linux-side state answered by the fake's "Linux syscalls" (PT_SC_REMOTE)
+    sigactions: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    altstack: tuple[int, int, int] = (0, 2, 0)  # sp, flags (SS_DISABLE), size
+    robust: tuple[int, int] = (0, 0)
+    umask: int = 0o027
+    itimers: tuple[tuple[int, int, int, int], ...] = ((0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0))
+    remote_calls: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
 
 
 class FakeKernel:
@@ -117,6 +131,7 @@ class FakeKernel:
             proc.regs[lwp] = {
                 name: (0x1111 * (k + 1) + lwp * (i + 1)) & ((1 << (8 * n)) - 1) for k, (name, _, n) in enumerate(REF_REG)
             }
+            proc.regs[lwp]["r_rsp"] = STACK_TOP - 512 - 64 * i
             proc.regs[lwp]["r_cs"] = 0x43
             proc.regs[lwp]["r_ss"] = 0x3B
             proc.fsbase[lwp] = 0x7F0000001000 + i
@@ -216,6 +231,16 @@ class FakeKernel:
             d["piod_len"] = n
             ctypes.memmove(addr, ref_pack(REF_IO_DESC, 32, d), 32)
             return 0
+        if req == 44:  # PT_SC_REMOTE
+            assert data == 40
+            d = ref_unpack(REF_SC_REMOTE, ctypes.string_at(addr, 40))
+            args = struct.unpack(f"<{d['pscr_nargs']}Q", ctypes.string_at(d["pscr_args"], 8 * d["pscr_nargs"]))
+            p.remote_calls.append((d["pscr_syscall"], args))
+            ret, err = self._linux_syscall(p, d["pscr_syscall"], args)
+            d.update(sr_retval0=ret, sr_retval1=0, sr_error=err)
+            ctypes.memmove(addr, ref_pack(REF_SC_REMOTE, 40, d), 40)
+            p.stop_queue.append(SIGTRAP_FB)  # the new stop the tracer must consume
+            return 0
         if req == 41:  # PT_VM_ENTRY
             e = ref_unpack(REF_VM_ENTRY, ctypes.string_at(addr, 64))
             bases = sorted(p.memory)
@@ -234,10 +259,43 @@ class FakeKernel:
             return 0
         raise OSError(EINVAL, "EINVAL")
 
+    def _store(self, p: FakeProc, addr: int, data: bytes) -> None:
+        where = self._mem(p, addr, len(data))
+        if where is None or where[2] != len(data):
+            raise AssertionError(f"syscall output at 0x{addr:x} is outside the process's memory")
+        base, off, _ = where
+        p.memory[base][off:off + len(data)] = data
+
+    def _linux_syscall(self, p: FakeProc, nr: int, args: tuple[int, ...]) -> tuple[int, int]:
+        """(return value, FreeBSD errno) of the few Linux syscalls the module injects."""
+        if nr == 13:  # rt_sigaction(sig, NULL, old, 8)
+            assert args[1] == 0 and args[3] == 8
+            self._store(p, args[2], struct.pack("<QQQQ", *p.sigactions.get(args[0], (0, 0, 0, 0))))
+            return 0, 0
+        if nr == 131:  # sigaltstack(NULL, old)
+            sp, flags, size = p.altstack
+            self._store(p, args[1], struct.pack("<Qi4xQ", sp, flags, size))
+            return 0, 0
+        if nr == 274:  # get_robust_list(0, &head, &len)
+            self._store(p, args[1], struct.pack("<Q", p.robust[0]))
+            self._store(p, args[2], struct.pack("<Q", p.robust[1]))
+            return 0, 0
+        if nr == 95:  # umask(new) -> old
+            old, p.umask = p.umask, args[0]
+            return old, 0
+        if nr == 36:  # getitimer(which, out)
+            self._store(p, args[1], struct.pack("<qqqq", *p.itimers[args[0]]))
+            return 0, 0
+        if nr == 157 and args[0] == 3:  # prctl(PR_GET_DUMPABLE)
+            return 1, 0
+        return 0, ENOSYS_FB
+
     def waitpid(self, pid: int, options: int) -> tuple[int, int]:
         p = self.procs.get(pid)
         if p is None:
             raise ChildProcessError(10, "ECHILD")
+        if not p.stop_queue and options & 1:  # WNOHANG
+            return 0, 0
         if not p.stop_queue:
             raise AssertionError(f"waitpid({pid}) would block forever")
         sig = p.stop_queue.pop(0)
@@ -255,7 +313,7 @@ LWPS = [100101, 100102]
 @pytest.fixture
 def kernel() -> FakeKernel:
     k = FakeKernel()
-    k.add(FakeProc(PID, list(LWPS), {0x400000: bytearray(b"A" * 8192), 0x7FFFFFFDF000: bytearray(range(256)) * 16},
+    k.add(FakeProc(PID, list(LWPS), {0x400000: bytearray(b"A" * 8192), STACK_BASE: bytearray(range(256)) * 16},
                    paths={0x400000: "/bin/busybox"}))
     return k
 
@@ -299,6 +357,12 @@ def test_io_desc_and_vm_entry_layouts() -> None:
     }
     assert fb.unpack_vm_entry(raw) == e
     assert struct.calcsize(fb.XSTATE_INFO_FORMAT) == fb.XSTATE_INFO_SIZE == 16
+    raw = struct.pack(fb.SC_REMOTE_FORMAT, 11, 12, -2, 13, 6, 0xABCDEF)
+    assert len(raw) == fb.SC_REMOTE_SIZE == 40
+    assert ref_unpack(REF_SC_REMOTE, raw) == {
+        "sr_retval0": 11, "sr_retval1": 12, "sr_error": 0xFFFFFFFE, "pscr_syscall": 13, "pscr_nargs": 6,
+        "pscr_args": 0xABCDEF,
+    }
 
 
 def test_reg_conversion_by_name_both_ways() -> None:
@@ -364,7 +428,7 @@ def test_protocol_is_implemented_and_features_tell_the_truth(plat: FreeBSDPlatfo
     public = {n for n in dir(plat) if not n.startswith("_")}
     assert public == {n for n in dir(Platform) if not n.startswith("_")} | {"name", "proc"}, "no FreeBSD-only public API"
     feats = plat.features()
-    assert feats == {Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE}
+    assert feats == {Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE, Feature.SIGACTIONS}
     # declared features work ...
     plat.seize(PID)
     plat.interrupt(PID)
@@ -372,9 +436,8 @@ def test_protocol_is_implemented_and_features_tell_the_truth(plat: FreeBSDPlatfo
     assert len(plat.get_xsave(LWPS[0]).data) == 1024
     plat.write_memory(PID, 0x400010, b"xyz")
     # ... and undeclared ones refuse by name, or answer "none" truthfully
-    for call, args in (("read_pipe_data", (PID, 3, 10)), ("sigactions", (PID, LWPS[0])),
-                       ("sigaltstack", (LWPS[0],)), ("clear_tid_address", (LWPS[0],)),
-                       ("robust_list", (LWPS[0],)), ("task_extras", (PID, LWPS[0])), ("clocks", ()),
+    assert len(plat.sigactions(PID, LWPS[0])) == 64
+    for call, args in (("read_pipe_data", (PID, 3, 10)), ("clear_tid_address", (LWPS[0],)), ("clocks", ()),
                        ("same_open_file", (PID, 1, PID, 2)), ("thread_info", (PID, LWPS[0])),
                        ("uts", (PID,))):
         with pytest.raises(PlatformError, match=call):
@@ -620,3 +683,42 @@ def test_fxsave_only_cpu_uses_fpregs(plat: FreeBSDPlatform, kernel: FakeKernel) 
     plat.set_xsave(LWPS[0], Xsave(data=bytes(512)))
     assert kernel.procs[PID].xsave[:512] == bytes(512)
     assert [c[0] for c in kernel.calls if c[0] in (35, 36, 69, 70)] == [35, 36]
+
+
+def test_remote_syscalls_through_pt_sc_remote(plat: FreeBSDPlatform, kernel: FakeKernel, tmp_path: Path) -> None:
+    p = kernel.procs[PID]
+    p.sigactions = {2: (0x401000, 0x04000000, 0x401FF0, 1 << 14), 10: (1, 0, 0, 0)}
+    p.altstack = (0x7F0000200000, 0, 65536)
+    p.robust = (0x7F0000001AB0, 24)
+    p.itimers = ((1, 500000, 2, 0), (0, 0, 0, 0), (0, 0, 0, 0))
+    with pytest.raises(PlatformError, match="not attached and stopped"):
+        plat.sigaltstack(LWPS[0])
+    plat.seize(PID)
+    plat.interrupt(PID)
+    acts = plat.sigactions(PID, LWPS[0])
+    assert [a.signo for a in acts] == list(range(1, 65))
+    assert (acts[1].handler, acts[1].flags, acts[1].restorer, acts[1].mask) == p.sigactions[2]
+    assert acts[9].handler == 1 and acts[8].handler == 0 and acts[18].handler == 0
+    assert 9 not in [c[1][0] for c in p.remote_calls] and 19 not in [c[1][0] for c in p.remote_calls]
+    alt = plat.sigaltstack(LWPS[1])
+    assert (alt.ss_sp, alt.ss_flags, alt.ss_size) == (0x7F0000200000, 0, 65536)
+    assert plat.robust_list(LWPS[0]) == (0x7F0000001AB0, 24)
+    extras = plat.task_extras(PID, LWPS[0])
+    assert extras.itimers[0].isec == 1 and extras.itimers[0].iusec == 500000 and extras.itimers[0].vsec == 2
+    assert (extras.dumpable, extras.securebits, extras.child_subreaper, extras.thp_disabled) == (1, 0, False, False)
+    make_linprocfs(tmp_path)
+    assert plat.fs_info(PID).umask == 0o027 and p.umask == 0o027, "umask read and put back"
+    # scratch stays below the red zone of the thread's own stack
+    sizes = {13: 32, 131: 24, 274: 16, 36: 32}
+    red_zones = [p.regs[t]["r_rsp"] - 128 for t in LWPS]
+    for nr, args in p.remote_calls:
+        if nr in sizes:
+            out = args[2] if nr == 13 else args[1]
+            assert STACK_BASE <= out and any(out + sizes[nr] <= rz and rz - out < 64 for rz in red_zones), (nr, out)
+    # every PT_SC_REMOTE stop was consumed with waitpid(WNOHANG)
+    assert p.stop_queue == []
+    # a failing remote call names the syscall and converts the errno
+    with pytest.raises(PlatformError) as exc:
+        plat._remote_syscall(LWPS[0], 999)
+    assert exc.value.errno == 38 and "ENOSYS" in str(exc.value)
+    plat.release(PID)

@@ -34,16 +34,23 @@ lazily on first use. Errors become :class:`PlatformError` whose ``errno`` is
 the *Linux* number (Linuxulator table) and whose message names the FreeBSD
 errno and the request.
 
+Queries that need the target's own context (``sigactions``,
+``sigaltstack``, ``robust_list``, ``task_extras``, the umask) run one Linux
+system call in a stopped thread with ``PT_SC_REMOTE`` (``struct
+ptrace_sc_remote``, tools-output.md 5.1), outputs in scratch memory below the
+thread's stack red zone, read back with ``PT_IO``.
+
 Refused (``PlatformError`` naming the call), because neither the reference
 nor the Linuxulator offers a way: ``thread_info`` (per-thread masks need
 ``struct ptrace_lwpinfo``, whose layout the reference leaves unconfirmed),
-``read_pipe_data``, ``sigactions``, ``sigaltstack``, ``clear_tid_address``,
-``robust_list``, ``task_extras`` (all need syscall injection, not built here),
+``read_pipe_data`` (a peek needs more than one injected call),
+``clear_tid_address`` (the Linuxulator has no PR_GET_TID_ADDRESS),
 ``same_open_file`` (kcmp is a Linuxulator dummy), ``uts`` and ``clocks``.
 Answered truthfully as "none": ``rseq`` (Linuxulator rseq always fails with
 ENOSYS, so no thread has one), ``namespaces`` (FreeBSD has none: all 0),
 ``cgroups`` (none). Known approximations, also in docs/freebsd.md: linprocfs
-reports SigBlk as 0 and has no Umask line (umask taken as 022); without page
+reports SigBlk as 0 and has no Umask line (umask taken as 022 unless the
+process is stopped under ptrace, when it is read with umask(2)); without page
 presence information every page of a private writable/anonymous/non-exec
 mapping is dumped; ``orig_rax`` is reported as -1 (not in a syscall).
 """
@@ -61,6 +68,7 @@ from typing import Any, Callable, Final, Iterable, Iterator, Mapping, Protocol, 
 from capture.errors import BadInputError, PlatformError
 from capture.platform.base import (
     PAGE_SIZE,
+    ITimer,
     UNLIMITED,
     CgroupMembership,
     Clocks,
@@ -187,6 +195,24 @@ VM_ENTRY_SIZE: Final = 64
 XSTATE_INFO_FORMAT: Final = "<QI4x"
 XSTATE_INFO_SIZE: Final = 16
 FPREG_SIZE: Final = 512
+# struct ptrace_sc_remote (40 bytes): pscr_ret = struct ptrace_sc_ret {sr_retval[2] @0, @8;
+# sr_error int @16} (24 bytes), pscr_syscall u_int @24, pscr_nargs u_int @28, pscr_args ptr @32
+SC_REMOTE_FORMAT: Final = "<QQi4xIIQ"
+SC_REMOTE_SIZE: Final = 40
+#: waitpid(2) WNOHANG on FreeBSD (sys/wait.h; not in the reference tables).
+WNOHANG: Final = 1
+
+# Linux x86-64 system call numbers used through PT_SC_REMOTE (linuxulator.md 2
+# lists rt_sigaction 13, sigaltstack 131, prctl 157, get_robust_list 274 as
+# implemented; getitimer 36 and umask 95 are Linux facts whose Linuxulator
+# status the reference does not give).
+LINUX_SYS_RT_SIGACTION: Final = 13
+LINUX_SYS_GETITIMER: Final = 36
+LINUX_SYS_UMASK: Final = 95
+LINUX_SYS_SIGALTSTACK: Final = 131
+LINUX_SYS_PRCTL: Final = 157
+LINUX_SYS_GET_ROBUST_LIST: Final = 274
+LINUX_PR_GET_DUMPABLE: Final = 3
 
 # ---------------------------------------------------------------------------
 # errno (linuxulator.md section 5): name -> (Linux, FreeBSD)
@@ -1034,10 +1060,11 @@ class FreeBSDPlatform:
 
     def features(self) -> frozenset[Feature]:
         """GP_REGS (PT_GETREGS + PT_GETFSBASE/GSBASE), XSAVE (PT_GETXSTATE),
-        MEMORY_WRITE (PT_IO write). Nothing else: no seize, no page presence,
-        no vectored read (PT_IO is one range per request), no complete
-        descriptor data, no injection-based queries, no namespaces, no clocks."""
-        return frozenset({Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE})
+        MEMORY_WRITE (PT_IO write), SIGACTIONS (rt_sigaction through
+        PT_SC_REMOTE). Nothing else: no seize, no page presence, no vectored
+        read (PT_IO is one range per request), no complete descriptor data,
+        no clear_tid address (so no THREAD_EXTRAS), no namespaces, no clocks."""
+        return frozenset({Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE, Feature.SIGACTIONS})
 
     # -- discovery --------------------------------------------------------
     def _lwp_list(self, pid: int) -> tuple[int, ...]:
@@ -1105,7 +1132,7 @@ class FreeBSDPlatform:
             state=(status.get("State", st[2]) or "?")[0], flags=stat_int(8),
             exit_signal=stat_int(37) or 17,  # field 38; linprocfs may report 0: then Linux SIGCHLD
             personality=0, creds=self._creds_from_status(status),
-            umask=int(status["Umask"], 8) if "Umask" in status else 0o022,
+            umask=self._umask(pid, status),
             sigblocked=status_hex("SigBlk"), sigignored=status_hex("SigIgn"), sigcaught=status_hex("SigCgt"),
             rlimits=self.rlimits(pid), cwd=self._readlink(f"{pid}/cwd"), root=self._readlink(f"{pid}/root"),
             exe=self._readlink(f"{pid}/exe"), threads=threads,
@@ -1169,10 +1196,20 @@ class FreeBSDPlatform:
             ))
         return tuple(out)
 
+    def _umask(self, pid: int, status: Mapping[str, str]) -> int:
+        """The real umask (umask(0) then umask(old) through PT_SC_REMOTE) when
+        the process is stopped under ptrace; else a ``Umask`` status line;
+        else 022 (linprocfs status has no Umask line: an assumption)."""
+        t = self._traced.get(pid)
+        if t is not None and t.stopped and t.lwps:
+            old = self._remote_syscall(t.lwps[0], LINUX_SYS_UMASK, 0)
+            self._remote_syscall(t.lwps[0], LINUX_SYS_UMASK, old)
+            return old & 0o777
+        return int(status["Umask"], 8) if "Umask" in status else 0o022
+
     def fs_info(self, pid: int) -> FsInfo:
         status = parse_linprocfs_status(self._read(f"{pid}/status"))
-        umask = int(status["Umask"], 8) if "Umask" in status else 0o022
-        return FsInfo(cwd=self._readlink(f"{pid}/cwd"), root=self._readlink(f"{pid}/root"), umask=umask)
+        return FsInfo(cwd=self._readlink(f"{pid}/cwd"), root=self._readlink(f"{pid}/root"), umask=self._umask(pid, status))
 
     @staticmethod
     def _creds_from_status(status: Mapping[str, str]) -> Creds:
@@ -1398,20 +1435,105 @@ class FreeBSDPlatform:
     def rseq(self, tid: int) -> Rseq | None:
         return None  # the Linuxulator's rseq always fails with ENOSYS: never registered
 
+    # -- system calls run in the target (PT_SC_REMOTE) ----------------------
+    def _remote_syscall(self, tid: int, nr: int, *args: int) -> int:
+        """Run Linux system call *nr* in stopped thread *tid* with PT_SC_REMOTE.
+
+        The thread must be stopped at a safe point (our SIGSTOP stop is a
+        signal-delivery stop); the new stop is consumed with waitpid(WNOHANG)
+        afterwards (ptrace.2). That the syscall goes through the target's
+        (Linux) system-call table is assumed, not stated by the reference.
+        """
+        pid = self._require_stopped(tid)
+        arr = (ctypes.c_uint64 * max(1, len(args)))(*[a & UNLIMITED for a in args])
+        raw = ctypes.create_string_buffer(
+            struct.pack(SC_REMOTE_FORMAT, 0, 0, 0, nr, len(args), ctypes.addressof(arr)), SC_REMOTE_SIZE
+        )
+        self._pt(PT_SC_REMOTE, tid, ctypes.addressof(raw), SC_REMOTE_SIZE)
+        try:
+            self._waitpid(pid, WNOHANG)
+        except ChildProcessError as err:
+            raise PlatformError(f"waitpid({pid}, WNOHANG) after PT_SC_REMOTE failed: {err}", errno=err.errno) from err
+        ret0, _, error, _, _, _ = struct.unpack(SC_REMOTE_FORMAT, raw.raw)
+        if error != 0:
+            lx: int | None
+            try:
+                lx = freebsd_errno_to_linux(error) if error > 0 else None
+            except ValueError:
+                lx = None
+            what = FREEBSD_ERRNO_NAMES.get(error, "ERESTART/EJUSTRETURN" if error < 0 else str(error))
+            raise PlatformError(f"Linux syscall {nr} in thread {tid} failed: FreeBSD {what} ({error})", errno=lx)
+        return int(ret0)
+
+    def _require_stopped(self, tid: int) -> int:
+        pid = self._owner(tid)
+        t = self._traced.get(pid)
+        if t is None or not t.stopped:
+            raise PlatformError(f"PT_SC_REMOTE in {tid}: process {pid} is not attached and stopped (seize + interrupt first)")
+        return pid
+
+    def _scratch(self, tid: int, size: int) -> int:
+        """An address below the thread's stack red zone for syscall outputs."""
+        self._require_stopped(tid)
+        rsp = self._get_reg_fields(tid)["r_rsp"]
+        return (rsp - 128 - size) & ~0xF
+
+    def _read_remote(self, pid: int, addr: int, size: int) -> bytes:
+        out = bytearray(size)
+        got = self.read_memory_into(pid, [(addr, size)], memoryview(out))
+        if got != size:
+            raise PlatformError(f"PT_IO read of {size} bytes at 0x{addr:x} in pid {pid} moved {got}")
+        return bytes(out)
+
     def sigactions(self, pid: int, tid: int) -> tuple[SigAction, ...]:
-        raise self._refuse("sigactions", "needs syscall injection (rt_sigaction), not implemented")
+        """rt_sigaction(sig, NULL, &old, 8) for Linux signals 1..64 via PT_SC_REMOTE."""
+        addr = self._scratch(tid, 32)
+        out: list[SigAction] = []
+        for sig in range(1, 65):
+            if sig in (9, 19):  # SIGKILL, SIGSTOP: always default
+                out.append(SigAction(signo=sig, handler=0, flags=0, restorer=0, mask=0))
+                continue
+            self._remote_syscall(tid, LINUX_SYS_RT_SIGACTION, sig, 0, addr, 8)
+            handler, flags, restorer, mask = struct.unpack("<QQQQ", self._read_remote(pid, addr, 32))
+            out.append(SigAction(signo=sig, handler=handler, flags=flags, restorer=restorer, mask=mask))
+        return tuple(out)
 
     def sigaltstack(self, tid: int) -> SigAltStack:
-        raise self._refuse("sigaltstack", "needs syscall injection, not implemented")
+        """sigaltstack(NULL, &old) via PT_SC_REMOTE (Linux stack_t, 24 bytes)."""
+        pid = self._owner(tid)
+        addr = self._scratch(tid, 24)
+        self._remote_syscall(tid, LINUX_SYS_SIGALTSTACK, 0, addr)
+        sp, flags, size = struct.unpack("<Qi4xQ", self._read_remote(pid, addr, 24))
+        return SigAltStack(ss_sp=sp, ss_size=size, ss_flags=flags)
 
     def clear_tid_address(self, tid: int) -> int:
-        raise self._refuse("clear_tid_address", "the Linuxulator keeps it in its emuldata; no query")
+        raise self._refuse("clear_tid_address", "the Linuxulator has no PR_GET_TID_ADDRESS; no other query exists")
 
     def robust_list(self, tid: int) -> tuple[int, int]:
-        raise self._refuse("robust_list", "needs syscall injection (get_robust_list), not implemented")
+        """get_robust_list(0, &head, &len) via PT_SC_REMOTE."""
+        pid = self._owner(tid)
+        addr = self._scratch(tid, 16)
+        self._remote_syscall(tid, LINUX_SYS_GET_ROBUST_LIST, 0, addr, addr + 8)
+        head, length = struct.unpack("<QQ", self._read_remote(pid, addr, 16))
+        return head, length
 
     def task_extras(self, pid: int, tid: int) -> TaskExtras:
-        raise self._refuse("task_extras", "needs syscall injection, not implemented")
+        """itimers (getitimer) and dumpable (prctl PR_GET_DUMPABLE) via
+        PT_SC_REMOTE. securebits 0, thp_disabled and child_subreaper False
+        follow from linuxulator.md 3: the Linuxulator reports every capability
+        as 0 and refuses PR_GET_SECUREBITS, PR_SET_THP_DISABLE and
+        PR_SET_CHILD_SUBREAPER (EINVAL), so a process cannot have set them."""
+        addr = self._scratch(tid, 32)
+        timers: list[ITimer] = []
+        for which in (0, 1, 2):
+            self._remote_syscall(tid, LINUX_SYS_GETITIMER, which, addr)
+            isec, iusec, vsec, vusec = struct.unpack("<qqqq", self._read_remote(pid, addr, 32))
+            timers.append(ITimer(isec=isec, iusec=iusec, vsec=vsec, vusec=vusec))
+        dumpable = self._remote_syscall(tid, LINUX_SYS_PRCTL, LINUX_PR_GET_DUMPABLE)
+        return TaskExtras(
+            securebits=0, dumpable=dumpable, thp_disabled=False, child_subreaper=False,
+            itimers=(timers[0], timers[1], timers[2]),
+        )
 
     def kill(self, pid: int, signo: int) -> None:
         """Send Linux signal *signo* (translated to FreeBSD's number)."""
