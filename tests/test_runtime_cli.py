@@ -186,3 +186,63 @@ def test_native_engine_refuses_criu_flags(tmp_path: Path, busybox_rootfs: Path, 
         assert "--engine native is not available yet" in res.stderr and "use --engine criu" in res.stderr
     else:  # the engine runs and rejects an empty image directory itself
         assert "inventory.img" in res.stderr or "image" in res.stderr.lower(), res.stderr
+
+
+@pytest.mark.integration
+def test_checkpoint_restore_counter_native(tmp_path: Path, runc_root: Runc) -> None:
+    """The native engine: capture.dump of the runc container's tree, capture.restore
+    into the bundle's rootfs (new pid namespace, outside runc): the counter continues."""
+    import signal
+
+    from runtime_shim.backends.linux import native_engine_missing
+    from tests.support.tools import make_busybox_rootfs
+
+    assert native_engine_missing() is None, native_engine_missing()
+    rootfs = make_busybox_rootfs(tmp_path / "rootfs")  # private: the restored tree writes into it
+    cid = unique("hrnative")
+    bundle = make_bundle(
+        tmp_path / "bundle",
+        rootfs,
+        ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /data/counter; sleep 0.05; done"],
+    )
+    counter = rootfs / "data" / "counter"
+    runc_root.create_piped(cid, bundle)
+    runc_root("start", cid)
+    wait_for(lambda: _read_counter(counter) >= 5, what="counter to reach 5")
+
+    images = tmp_path / "images"
+    hr(runc_root.root, "checkpoint", "--engine", "native", "--image-path", str(images), cid)
+    assert runc_root.ids() == []
+    stopped_at = _read_counter(counter)
+    time.sleep(0.3)
+    assert _read_counter(counter) == stopped_at
+    doc = json.loads((images / "hetmig.json").read_text())
+    assert doc["engine"] == "native" and "pstree.img" in doc["checksums"]
+
+    pid_file = tmp_path / "restored.pid"
+    stdio = runc_root.pipes()
+    restored: list[int] = []
+    try:
+        hr(runc_root.root, "restore", "--image-path", str(images), "--bundle", str(bundle), "--detach",
+           "--pid-file", str(pid_file), cid, stdio=stdio)  # engine taken from hetmig.json
+        pid = int(pid_file.read_text())
+        restored.append(pid)
+        with open(f"/proc/{pid}/stat") as fh:
+            ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        # the pid-namespace init capture.restore made, if the parent is one (never ours or pid 1)
+        if ppid not in (0, 1, os.getpid()) and os.readlink(f"/proc/{ppid}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+            restored.append(ppid)
+        assert open(f"/proc/{pid}/cmdline").read().startswith("sh\0-c\0")
+        resumed = wait_for(lambda: (v := _read_counter(counter)) > stopped_at and v, what="counter to move on")
+        assert stopped_at < resumed <= stopped_at + 40  # continued, not restarted at 1
+    finally:
+        for fd in stdio:
+            os.close(fd)
+        for p in reversed(restored):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in restored:
+            wait_for(lambda: not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split(") ")[1][0] == "Z",
+                     what=f"pid {p} to die")

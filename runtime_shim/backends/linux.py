@@ -470,9 +470,19 @@ class LinuxBackend:
         pid = state.get("pid")
         if not isinstance(pid, int) or pid <= 0:
             raise CheckpointError(f"container {container_id}: no init pid in its state")
-        dump_mod.dump(pid, opts.image_path, leave_running=opts.leave_running, tree=True)
+        # The tree is always released running and then killed through the
+        # runtime: capture.dump's own kill (leave_running=False) waits for the
+        # exit of a container init it is not the parent of and hangs. Between
+        # release and kill the tree runs for a few ms: its side effects in that
+        # window are not in the images.
+        dump_mod.dump(pid, opts.image_path, leave_running=True, tree=True)
         if not opts.leave_running:
-            self.captured("delete", "--force", container_id)
+            self.captured("kill", container_id, "KILL")
+            res = self.captured("delete", "--force", container_id)
+            if res.returncode != 0:
+                raise CheckpointError(
+                    f"images written, but {self.delegate} delete --force {container_id} failed: {res.stderr.strip()}"
+                )
 
     def restore(self, container_id: str, opts: RestoreOptions) -> int:
         check_id(container_id)
