@@ -115,6 +115,7 @@ class FakeProc:
     umask: int = 0o027
     itimers: tuple[tuple[int, int, int, int], ...] = ((0, 0, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0))
     remote_calls: list[tuple[int, tuple[int, ...]]] = field(default_factory=list)
+    blocked: int = 1 << 9  # Linux SIGUSR1 (10) blocked
 
 
 class FakeKernel:
@@ -288,6 +289,17 @@ class FakeKernel:
             return 0, 0
         if nr == 157 and args[0] == 3:  # prctl(PR_GET_DUMPABLE)
             return 1, 0
+        if nr == 14:  # rt_sigprocmask(how, NULL, old, 8)
+            assert args[1] == 0 and args[3] == 8
+            self._store(p, args[2], struct.pack("<Q", p.blocked))
+            return 0, 0
+        if nr == 127:  # rt_sigpending(set, 8)
+            self._store(p, args[0], struct.pack("<Q", 0))
+            return 0, 0
+        if nr == 145:  # sched_getscheduler(0)
+            return 0, 0
+        if nr == 140:  # getpriority(PRIO_PROCESS, 0): 20 - nice
+            return 20 - 5, 0
         return 0, ENOSYS_FB
 
     def waitpid(self, pid: int, options: int) -> tuple[int, int]:
@@ -438,8 +450,7 @@ def test_protocol_is_implemented_and_features_tell_the_truth(plat: FreeBSDPlatfo
     # ... and undeclared ones refuse by name, or answer "none" truthfully
     assert len(plat.sigactions(PID, LWPS[0])) == 64
     for call, args in (("read_pipe_data", (PID, 3, 10)), ("clear_tid_address", (LWPS[0],)), ("clocks", ()),
-                       ("same_open_file", (PID, 1, PID, 2)), ("thread_info", (PID, LWPS[0])),
-                       ("uts", (PID,))):
+                       ("same_open_file", (PID, 1, PID, 2)), ("uts", (PID,))):
         with pytest.raises(PlatformError, match=call):
             getattr(plat, call)(*args)
     assert plat.rseq(LWPS[0]) is None
@@ -708,12 +719,16 @@ def test_remote_syscalls_through_pt_sc_remote(plat: FreeBSDPlatform, kernel: Fak
     assert (extras.dumpable, extras.securebits, extras.child_subreaper, extras.thp_disabled) == (1, 0, False, False)
     make_linprocfs(tmp_path)
     assert plat.fs_info(PID).umask == 0o027 and p.umask == 0o027, "umask read and put back"
+    ti = plat.thread_info(PID, LWPS[1])
+    assert (ti.tid, ti.comm, ti.state, ti.sigblocked, ti.sigpending, ti.sched_policy, ti.sched_nice, ti.seccomp_mode) == (
+        LWPS[1], "busybox", "S", 1 << 9, 0, 0, 5, 0
+    )
     # scratch stays below the red zone of the thread's own stack
-    sizes = {13: 32, 131: 24, 274: 16, 36: 32}
+    sizes = {13: 32, 131: 24, 274: 16, 36: 32, 14: 16}
     red_zones = [p.regs[t]["r_rsp"] - 128 for t in LWPS]
     for nr, args in p.remote_calls:
         if nr in sizes:
-            out = args[2] if nr == 13 else args[1]
+            out = args[2] if nr in (13, 14) else args[1]
             assert STACK_BASE <= out and any(out + sizes[nr] <= rz and rz - out < 64 for rz in red_zones), (nr, out)
     # every PT_SC_REMOTE stop was consumed with waitpid(WNOHANG)
     assert p.stop_queue == []

@@ -34,16 +34,14 @@ lazily on first use. Errors become :class:`PlatformError` whose ``errno`` is
 the *Linux* number (Linuxulator table) and whose message names the FreeBSD
 errno and the request.
 
-Queries that need the target's own context (``sigactions``,
+Queries that need the target's own context (``thread_info``, ``sigactions``,
 ``sigaltstack``, ``robust_list``, ``task_extras``, the umask) run one Linux
 system call in a stopped thread with ``PT_SC_REMOTE`` (``struct
 ptrace_sc_remote``, tools-output.md 5.1), outputs in scratch memory below the
 thread's stack red zone, read back with ``PT_IO``.
 
 Refused (``PlatformError`` naming the call), because neither the reference
-nor the Linuxulator offers a way: ``thread_info`` (per-thread masks need
-``struct ptrace_lwpinfo``, whose layout the reference leaves unconfirmed),
-``read_pipe_data`` (a peek needs more than one injected call),
+nor the Linuxulator offers a way: ``read_pipe_data`` (a peek needs more than one injected call),
 ``clear_tid_address`` (the Linuxulator has no PR_GET_TID_ADDRESS),
 ``same_open_file`` (kcmp is a Linuxulator dummy), ``uts`` and ``clocks``.
 Answered truthfully as "none": ``rseq`` (Linuxulator rseq always fails with
@@ -213,6 +211,12 @@ LINUX_SYS_SIGALTSTACK: Final = 131
 LINUX_SYS_PRCTL: Final = 157
 LINUX_SYS_GET_ROBUST_LIST: Final = 274
 LINUX_PR_GET_DUMPABLE: Final = 3
+# rt_sigprocmask 14 is in linuxulator.md 2; rt_sigpending 127, getpriority 140 and
+# sched_getscheduler 145 are Linux facts whose Linuxulator status the reference omits.
+LINUX_SYS_RT_SIGPROCMASK: Final = 14
+LINUX_SYS_RT_SIGPENDING: Final = 127
+LINUX_SYS_GETPRIORITY: Final = 140
+LINUX_SYS_SCHED_GETSCHEDULER: Final = 145
 
 # ---------------------------------------------------------------------------
 # errno (linuxulator.md section 5): name -> (Linux, FreeBSD)
@@ -1140,8 +1144,25 @@ class FreeBSDPlatform:
         )
 
     def thread_info(self, pid: int, tid: int) -> ThreadInfo:
-        raise self._refuse(
-            "thread_info", "linprocfs has no per-thread data and struct ptrace_lwpinfo's layout is unconfirmed"
+        """Per-thread masks and scheduling read *in* the thread (PT_SC_REMOTE):
+        rt_sigprocmask(0, NULL, &old, 8), rt_sigpending(&set, 8),
+        sched_getscheduler(0), getpriority(PRIO_PROCESS, 0) (raw: 20 - nice).
+        The thread must be stopped under ptrace (linprocfs has no per-thread
+        data and struct ptrace_lwpinfo's layout is unconfirmed). comm and state
+        are the process's (linprocfs status); seccomp is 0 (the Linuxulator
+        has none: PR_GET_SECCOMP fails with EINVAL)."""
+        if self._owner(tid) != pid and tid != pid:
+            raise PlatformError(f"thread_info: tid {tid} is not a known LWP of pid {pid}")
+        addr = self._scratch(tid, 16)
+        self._remote_syscall(tid, LINUX_SYS_RT_SIGPROCMASK, 0, 0, addr, 8)
+        self._remote_syscall(tid, LINUX_SYS_RT_SIGPENDING, addr + 8, 8)
+        blocked, pending = struct.unpack("<QQ", self._read_remote(pid, addr, 16))
+        policy = self._remote_syscall(tid, LINUX_SYS_SCHED_GETSCHEDULER, 0)
+        prio = self._remote_syscall(tid, LINUX_SYS_GETPRIORITY, 0, 0)
+        status = parse_linprocfs_status(self._read(f"{pid}/status"))
+        return ThreadInfo(
+            tid=tid, comm=status.get("Name", ""), state=(status.get("State", "?") or "?")[0],
+            sigblocked=blocked, sigpending=pending, sched_policy=policy, sched_nice=20 - prio, seccomp_mode=0,
         )
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
