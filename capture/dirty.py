@@ -82,6 +82,7 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, PM_SCAN_ARG.size)
 PM_SCAN_WP_MATCHING = 1 << 0
 PM_SCAN_CHECK_WPASYNC = 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
+PAGE_IS_PFNZERO = 1 << 5
 
 PROT_WRITE = 0x2
 MAP_PRIVATE = 0x02
@@ -328,6 +329,38 @@ class UffdWpTracker:
                 return out, False  # stopped early without a full vector: not WP-async there
             start = walk_end
         return out, True
+
+    def zero_pages(self) -> list[Run]:
+        """Pages of the tracked ranges now mapped to the zero page.
+
+        A page zapped by MADV_DONTNEED and then only read is not "written" for
+        uffd-wp, yet its content changed to zeros; callers must not trust an
+        earlier copy of such a page. No write protection is changed here.
+        """
+        if self._pagemap is None:
+            raise PlatformError(f"tracker for pid {self.pid} is not started")
+        out: list[Run] = []
+        vec_addr = ctypes.addressof(self._vec)
+        for r in self.registered + self.unregistrable:
+            start = r.start
+            while start < r.end:
+                arg = ctypes.create_string_buffer(PM_SCAN_ARG.pack(
+                    PM_SCAN_ARG.size, 0, start, r.end, 0, vec_addr, self.vec_len, 0, 0,
+                    PAGE_IS_PFNZERO, 0, PAGE_IS_PFNZERO), PM_SCAN_ARG.size)
+                try:
+                    n = fcntl.ioctl(self._pagemap, PAGEMAP_SCAN, arg, True)
+                except OSError as err:
+                    raise PlatformError(f"PAGEMAP_SCAN (zero pages) on pid {self.pid} failed",
+                                        errno=err.errno) from err
+                raw = self._vec.raw[: n * PAGE_REGION.size]
+                for i in range(n):
+                    lo, hi, _cat = PAGE_REGION.unpack_from(raw, i * PAGE_REGION.size)
+                    out.append((lo, (hi - lo) // PAGE_SIZE))
+                walk_end = PM_SCAN_ARG.unpack(arg.raw)[4]
+                if walk_end >= r.end or n < self.vec_len:
+                    break
+                start = walk_end
+        return merge_runs(out)
 
     def scan(self) -> list[Run]:
         if self.uffd is None or self._pagemap is None:

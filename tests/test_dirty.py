@@ -129,3 +129,42 @@ def test_tracker_of_missing_process_fails_clearly() -> None:
         dirty.writable_private_ranges(999_999_999)
     with pytest.raises(dirty.PlatformError, match="mem"):
         HashTracker(999_999_999).start()
+
+
+ZAPPER = r"""
+import ctypes, mmap, sys
+N = 64
+m = mmap.mmap(-1, N * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(N):
+    m[i * 4096] = 7
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+print(addr, flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+for line in sys.stdin:
+    # MADV_DONTNEED (4) on page 5, then only read it
+    assert libc.madvise(ctypes.c_void_p(addr + 5 * 4096), ctypes.c_size_t(4096), 4) == 0
+    _ = m[5 * 4096]
+    print("ok", flush=True)
+"""
+
+
+def test_zapped_then_read_page_is_reported_as_zero_page() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", ZAPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        addr = int(proc.stdout.readline())
+        t = UffdWpTracker(proc.pid, only=[Range(addr, addr + 64 * PAGE_SIZE)])
+        t.start()
+        try:
+            t.scan()
+            assert t.zero_pages() == []
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "ok"
+            # not "written" for uffd-wp, but its content changed: zero_pages() must say so
+            assert t.zero_pages() == [(addr + 5 * PAGE_SIZE, 1)]
+        finally:
+            t.stop()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -38,6 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"our identity and pins (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--trust", action="append", default=[], metavar="FP", help="pin this agent fingerprint for this run")
     parser.add_argument("--runc-root", help="runc --root of the container")
+    parser.add_argument("--verify-pages", action="store_true", help=argparse.SUPPRESS)  # tests: hash-check rebuilt pages
     parser.add_argument("--tracker", choices=["uffd-wp", "hash"], help="force a dirty-page tracker (default: best available)")
 
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f"--max-downtime={args.max_downtime} must be >= 0")
     host, port = parse_hostport(args.to, "--to")
     opts = MigrateOptions(host=host, port=port, state_dir=Path(args.state_dir), precopy_rounds=args.precopy_rounds,
-                          max_downtime_ms=args.max_downtime, extra_pins=tuple(args.trust))
+                          max_downtime_ms=args.max_downtime, extra_pins=tuple(args.trust),
+                          verify_pages=args.verify_pages)
     source = (ProcessSource(args.pid, tracker=args.tracker) if args.pid is not None
               else RuncSource(args.container, root=args.runc_root, tracker=args.tracker))
     tty = sys.stderr.isatty() and not args.json

@@ -326,7 +326,7 @@ class Session:
             self._check(frame.json())
         elif t == MsgType.BEGIN and self.phase == "check":
             self._begin(frame.json())
-        elif t == MsgType.PAGES and self.phase == "precopy":
+        elif t == MsgType.PAGES and self.phase in ("precopy", "final"):  # final: fill pages
             assert self.restore is not None
             pid, runs, data = wire.decode_pages(frame.payload, self.limits)
             self._count(len(data), "PAGES")
@@ -342,6 +342,9 @@ class Session:
         elif t in (MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END) and self.phase in ("precopy", "final"):
             self.phase = "final"
             self._rootfs(frame)
+        elif t == MsgType.PAGES_IMAGE and self.phase in ("precopy", "final"):
+            self.phase = "final"
+            self._pages_image(frame.json())
         elif t == MsgType.COMMIT and self.phase in ("precopy", "final"):
             self._commit()
         elif t == MsgType.FINISH and self.phase == "confirmed":
@@ -449,6 +452,71 @@ class Session:
         os.fsync(up.fd)
         os.close(up.fd)
         up.fd = -1
+
+    def _pages_image(self, msg: dict[str, Any]) -> None:
+        """Build pages-N.img from pre-copied pages, in the order pagemap-PID.img lists them."""
+        import re
+
+        from capture.images import decode_bytes
+        from proto import pagemap_pb2
+
+        assert self.restore is not None
+        lim = self.limits
+        name = safety.check_image_name(msg.get("name"), field="pages_image.name")
+        m = re.fullmatch(r"pages-([0-9]{1,9})\.img", name)
+        if m is None:
+            raise ProtocolError(f"pages_image.name={name!r} is not pages-N.img")
+        pid = wire.get_int(msg, "pid", "pages_image", lo=1, hi=(1 << 31) - 1)
+        size = wire.get_int(msg, "size", "pages_image")
+        digest = msg.get("blake2b")
+        if digest is not None:
+            digest = wire.get_str(msg, "blake2b", "pages_image", pattern=r"[0-9a-f]{64}")
+        pm_name = f"pagemap-{pid}.img"
+        try:
+            fd = os.open(pm_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.images_fd)
+        except OSError:
+            raise ProtocolError(f"pages_image for pid {pid}: {pm_name} was not received first") from None
+        try:
+            data = os.read(fd, lim.max_image_file + 1)
+        finally:
+            os.close(fd)
+        img = decode_bytes(data, pm_name)
+        if img.name != "PAGEMAP" or not img.entries:
+            raise ProtocolError(f"{pm_name} is a {img.name} image, expected PAGEMAP")
+        head = img.entries[0]
+        if not isinstance(head, pagemap_pb2.pagemap_head) or head.pages_id != int(m.group(1)):
+            raise ProtocolError(f"{pm_name}: pagemap head does not name {name}")
+        pages: list[int] = []
+        for i, e in enumerate(img.entries_as(pagemap_pb2.pagemap_entry, start=1), 1):
+            flags = e.flags if e.HasField("flags") else 4
+            if flags & 1:
+                raise ProtocolError(f"{pm_name} entry {i}: parent-image pages (PE_PARENT) are not supported")
+            if not flags & 4:
+                continue
+            if e.vaddr % wire.PAGE_SIZE or e.nr_pages == 0 or e.vaddr + e.nr_pages * wire.PAGE_SIZE > wire.ADDR_LIMIT:
+                raise ProtocolError(f"{pm_name} entry {i}: vaddr=0x{e.vaddr:x} nr_pages={e.nr_pages} is invalid")
+            if (len(pages) + e.nr_pages) * wire.PAGE_SIZE > size:
+                raise ProtocolError(f"{pm_name} lists more pages than pages_image.size={size}")
+            pages.extend(range(e.vaddr, e.vaddr + e.nr_pages * wire.PAGE_SIZE, wire.PAGE_SIZE))
+        if len(pages) * wire.PAGE_SIZE != size:
+            raise ProtocolError(f"pages_image.size={size} but {pm_name} lists {len(pages)} pages")
+        free = shutil.disk_usage(self.agent.state_dir).free - lim.reserve_free
+        if size > free:
+            raise MigrationError(f"pages_image.size={size} exceeds the free space of the state dir ({max(free, 0)})")
+        out = safety.create_file_in(self.images_fd, name, readable=True)
+        try:
+            self.restore.build_pages_image(pid, pages, out)
+            if digest is not None:
+                h = hashlib.blake2b(digest_size=32)
+                off = 0
+                while chunk := os.pread(out, 1 << 22, off):
+                    h.update(chunk)
+                    off += len(chunk)
+                if h.hexdigest() != digest:
+                    raise ProtocolError(f"pages_image.blake2b of {name} does not match the rebuilt image")
+        finally:
+            os.close(out)
+        self._send(MsgType.ACK, {"built": name, "pages": len(pages)})
 
     def _rootfs(self, frame: Frame) -> None:
         assert self.dir is not None

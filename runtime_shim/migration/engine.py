@@ -75,6 +75,7 @@ class SourceContainer(Protocol):
 class DestinationRestore(Protocol):
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None: ...
     def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None: ...
+    def build_pages_image(self, pid: int, pages: Sequence[int], out_fd: int) -> None: ...
     def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored: ...
     def finish(self) -> None: ...
     def abort(self) -> None: ...
@@ -169,6 +170,37 @@ class ProcessSource:
         runs = self._tracker.scan()
         if first:
             runs = present_filter(self.pid, runs)
+        return {self.pid: runs}
+
+    def untrusted_pages(self) -> dict[int, list[Run]]:
+        """Pages whose pre-copied contents must not be trusted at cut-over.
+
+        * pages zapped (MADV_DONTNEED) and since only read: now the zero page,
+          yet not "written" for uffd-wp;
+        * each thread's rseq area: the kernel rewrites cpu_id on return to user
+          space, which the injected syscalls of the tracker and the dump engine
+          cause after the last scan (seen here: 2 bytes of the TLS page);
+        * the stack just below each thread's rsp, where injection scratch is
+          written after the last scan.
+        These pages are sent from the final image set instead.
+        """
+        from capture.platform.linux import LinuxPlatform
+
+        fn = getattr(self._tracker, "zero_pages", None)
+        runs: list[Run] = list(fn()) if fn is not None else []
+        plat = LinuxPlatform()
+        for tid in self._held:
+            try:
+                regs = plat.get_regs(tid)
+                lo = (regs.rsp - 32 * PAGE_SIZE) & ~(PAGE_SIZE - 1)
+                runs.append((lo, 33))
+                rs = plat.rseq(tid)
+                if rs is not None:
+                    first = rs.abi_pointer & ~(PAGE_SIZE - 1)
+                    last = (rs.abi_pointer + max(rs.abi_size, 1) - 1) & ~(PAGE_SIZE - 1)
+                    runs.append((first, (last - first) // PAGE_SIZE + 1))
+            except PlatformError:
+                continue
         return {self.pid: runs}
 
     def read_pages(self, pid: int, runs: Sequence[Run], buf: memoryview) -> None:
@@ -353,6 +385,37 @@ class PageStore:
     def get(self, pid: int, addr: int) -> bytes:
         return os.pread(self.fd, PAGE_SIZE, self.index[(pid, addr)])
 
+    def build_image(self, pid: int, pages: Sequence[int], out_fd: int) -> None:
+        """Write the stored pages *pages* (addresses, in order) to *out_fd* from offset 0.
+
+        Contiguous slots are copied with one copy_file_range each. A page never
+        stored is an error naming it.
+        """
+        index = self.index
+        out_off = 0
+        run_src = run_len = -1
+        run_dst = 0
+        for addr in pages:
+            slot = index.get((pid, addr))
+            if slot is None:
+                raise MigrationError(f"pages image: page 0x{addr:x} of pid {pid} was never sent")
+            if run_len > 0 and slot == run_src + run_len:
+                run_len += PAGE_SIZE
+            else:
+                if run_len > 0:
+                    self._copy(out_fd, run_src, run_dst, run_len)
+                run_src, run_dst, run_len = slot, out_off, PAGE_SIZE
+            out_off += PAGE_SIZE
+        if run_len > 0:
+            self._copy(out_fd, run_src, run_dst, run_len)
+
+    def _copy(self, out_fd: int, src: int, dst: int, length: int) -> None:
+        while length:
+            n = os.copy_file_range(self.fd, out_fd, length, src, dst)
+            if n <= 0:
+                raise MigrationError(f"pages image: copy_file_range returned {n}")
+            src, dst, length = src + n, dst + n, length - n
+
     def save_index(self) -> None:
         tmp = self.path.with_suffix(".idx.tmp")
         with open(tmp, "wb") as f:
@@ -383,6 +446,10 @@ class StagingRestore:
     def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
         assert self.store is not None
         self.store.put(pid, runs, data)
+
+    def build_pages_image(self, pid: int, pages: Sequence[int], out_fd: int) -> None:
+        assert self.store is not None
+        self.store.build_image(pid, pages, out_fd)
 
     def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored:
         assert self.store is not None

@@ -51,11 +51,11 @@ def check_image_name(name: object, *, field: str = "name") -> str:
     return name
 
 
-def create_file_in(dir_fd: int, name: str) -> int:
+def create_file_in(dir_fd: int, name: str, *, readable: bool = False) -> int:
     """O_EXCL|O_NOFOLLOW create of *name* (already checked) relative to *dir_fd*."""
     check_image_name(name)
     try:
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        return os.open(name, (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                        0o600, dir_fd=dir_fd)
     except FileExistsError:
         raise UnsafeInputError(f"name={name!r} already exists in the migration directory") from None

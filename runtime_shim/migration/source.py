@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -39,6 +40,7 @@ from runtime_shim.migration.engine import PAGE_SIZE, Run, SourceContainer
 from runtime_shim.migration.wire import Limits, MsgType, RemoteError
 
 Progress = Callable[[dict[str, Any]], None]
+_PAGES_RE = re.compile(r"pages-([0-9]{1,9})\.img")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class MigrateOptions:
     extra_pins: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     io_timeout: float = 120.0
+    verify_pages: bool = False   # the agent checks its rebuilt pages images against our hash
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Report:
     restored_pid: int | None = None
     outcome: str = "running"
     cutover_ms: dict[str, float] = field(default_factory=dict)  # frozen-phase breakdown
+    final_pages: int = 0          # pages in the final image set
+    final_fill_pages: int = 0     # of those, not pre-copied (sent at cut-over)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -112,6 +117,18 @@ class Connection:
     def recv(self, *types: MsgType) -> dict[str, Any]:
         return wire.expect(wire.read_frame(self.sock, self.limits), *types).json()
 
+    def pending_error(self) -> RemoteError | None:
+        """After a failed send: the ERROR the agent sent before closing, if any."""
+        try:
+            self.sock.settimeout(2.0)
+            frame = wire.read_frame(self.sock, self.limits)
+            wire.expect(frame, MsgType.ERROR)
+        except RemoteError as err:
+            return err
+        except (HetmigError, OSError):
+            return None
+        return None
+
     def close(self) -> None:
         try:
             self.sock.close()
@@ -145,6 +162,7 @@ class Migration:
         self.conn: Connection | None = None
         self.report = Report(self.migration_id, "")
         self._buf = bytearray(Limits().max_batch_pages * PAGE_SIZE)
+        self.sent: dict[int, set[int]] = {}  # pages whose current content the agent holds
 
     def _mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
@@ -196,6 +214,9 @@ class Migration:
                 self.source.read_pages(pid, batch, data)
                 wire.send_pages(self.conn.sock, pid, batch, data, round_no=rnd, limits=lim)
                 pages += n
+                have = self.sent.setdefault(pid, set())
+                for addr, k in batch:
+                    have.update(range(addr, addr + k * PAGE_SIZE, PAGE_SIZE))
         self.conn.send(MsgType.ROUND_END, {"round": rnd, "pages": pages})
         self.conn.recv(MsgType.ACK)
         stat = RoundStat(rnd, pages, pages * PAGE_SIZE, round((time.monotonic() - t0) * 1000, 3))
@@ -213,6 +234,79 @@ class Migration:
                 h.update(chunk)
                 wire.send_frame(self.conn.sock, data_t, chunk)
         self.conn.send(end, {"sha256": h.hexdigest()})
+
+    def _pagemap_for(self, image_dir: Path, pages_id: int) -> tuple[int, list[int]] | None:
+        """(pid, page addresses in image order) of the pagemap whose head names pages_id."""
+        from capture.images import read_image
+        from proto import pagemap_pb2
+
+        for pm in sorted(image_dir.glob("pagemap-*.img")):
+            img = read_image(pm)
+            head = img.entries[0] if img.entries else None
+            if not isinstance(head, pagemap_pb2.pagemap_head) or head.pages_id != pages_id:
+                continue
+            pages: list[int] = []
+            for e in img.entries_as(pagemap_pb2.pagemap_entry, start=1):
+                flags = e.flags if e.HasField("flags") else 4
+                if flags & 1:
+                    return None  # parent-image pages: send the file as it is
+                if flags & 4:
+                    pages.extend(range(e.vaddr, e.vaddr + e.nr_pages * PAGE_SIZE, PAGE_SIZE))
+            return int(pm.name[len("pagemap-"):-len(".img")]), pages
+        return None
+
+    def _send_pages_image(self, image_dir: Path, path: Path) -> None:
+        """Send only the pages the agent lacks; it rebuilds pages-N.img from the rest."""
+        assert self.conn is not None
+        m = _PAGES_RE.fullmatch(path.name)
+        assert m is not None
+        found = self._pagemap_for(image_dir, int(m.group(1)))
+        size = path.stat().st_size
+        if found is None or len(found[1]) * PAGE_SIZE != size:
+            self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+            return
+        pid, pages = found
+        have = self.sent.get(pid, set())
+        missing = [(i, addr) for i, addr in enumerate(pages) if addr not in have]
+        lim = self.conn.limits
+        view = memoryview(self._buf)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            k = 0
+            while k < len(missing):
+                batch = missing[k:k + lim.max_batch_pages]
+                k += len(batch)
+                runs: list[Run] = []
+                for j, (i, addr) in enumerate(batch):
+                    os.preadv(fd, [view[j * PAGE_SIZE:(j + 1) * PAGE_SIZE]], i * PAGE_SIZE)
+                    if runs and runs[-1][0] + runs[-1][1] * PAGE_SIZE == addr:
+                        runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+                    else:
+                        runs.append((addr, 1))
+                if len(runs) > lim.max_batch_runs:  # split very fragmented batches
+                    off = 0
+                    for sub in _batches(runs, lim.max_batch_pages, lim.max_batch_runs):
+                        n = sum(c for _, c in sub)
+                        wire.send_pages(self.conn.sock, pid, sub, view[off * PAGE_SIZE:(off + n) * PAGE_SIZE],
+                                        round_no=0xFFFF, limits=lim)
+                        off += n
+                else:
+                    wire.send_pages(self.conn.sock, pid, runs, view[:len(batch) * PAGE_SIZE], round_no=0xFFFF,
+                                    limits=lim)
+            msg: dict[str, Any] = {"name": path.name, "pid": pid, "size": size}
+            if self.opts.verify_pages:
+                h = hashlib.blake2b(digest_size=32)
+                off = 0
+                while chunk := os.pread(fd, 1 << 22, off):
+                    h.update(chunk)
+                    off += len(chunk)
+                msg["blake2b"] = h.hexdigest()
+        finally:
+            os.close(fd)
+        self.conn.send(MsgType.PAGES_IMAGE, msg)
+        self.conn.recv(MsgType.ACK)
+        self.report.final_pages += len(pages)
+        self.report.final_fill_pages += len(missing)
 
     def run(self) -> Report:
         t_start = time.monotonic()
@@ -267,6 +361,11 @@ class Migration:
                 merged.setdefault(pid, []).extend(runs)
             self._send_round(rnd + 1, {pid: merge_runs(runs) for pid, runs in merged.items()})
             t = self._mark("final_round", t)
+            untrusted = getattr(self.source, "untrusted_pages", None)
+            for pid, runs in (untrusted() if untrusted is not None else {}).items():
+                have = self.sent.get(pid, set())
+                for addr, k in runs:
+                    have.difference_update(range(addr, addr + k * PAGE_SIZE, PAGE_SIZE))
             self.source.stop_tracking()
             tracking = False
             t = self._mark("stop_tracking", t)
@@ -275,8 +374,13 @@ class Migration:
                 image_dir.mkdir()
                 self.source.dump_final(image_dir)
                 t = self._mark("dump", t)
-                for path in sorted(image_dir.iterdir()):
-                    self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+                files = sorted(image_dir.iterdir())
+                pages_files = [p for p in files if _PAGES_RE.fullmatch(p.name)]
+                for path in files:
+                    if path not in pages_files:
+                        self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+                for path in pages_files:
+                    self._send_pages_image(image_dir, path)
                 delta = Path(tmp) / "rootfs-delta.tar"
                 if self.source.rootfs_delta(delta):
                     self._send_file(delta, delta.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
@@ -286,9 +390,14 @@ class Migration:
             confirm = self.conn.recv(MsgType.CONFIRM)
             self._mark("restore", t)
         except BaseException as err:
-            self._roll_back(err, tracking)
-            if isinstance(err, RemoteError) and err.code == "refused":
-                raise RefusedError(str(err)) from err
+            cause: BaseException = err
+            if isinstance(err, wire.ProtocolError) and self.conn is not None:
+                cause = self.conn.pending_error() or err
+            self._roll_back(cause, tracking)
+            if isinstance(cause, RemoteError) and cause.code == "refused":
+                raise RefusedError(str(cause)) from err
+            if cause is not err:
+                raise cause from err
             raise
         # confirmed: the destination runs it. Only now is the source destroyed.
         self.report.restored_pid = wire.get_int(confirm, "pid", "confirm", hi=1 << 31)

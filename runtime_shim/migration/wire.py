@@ -65,6 +65,7 @@ class MsgType(enum.IntEnum):
     ABORT = 17           # either side: give up, roll back
     ERROR = 18           # either side: code, message
     ACK = 19             # agent -> source: generic acknowledgement
+    PAGES_IMAGE = 20     # source -> agent: build pages-N.img from pre-copied pages (name, pid, size)
 
 
 RAW_TYPES = frozenset({MsgType.PAGES, MsgType.FILE_DATA, MsgType.ROOTFS_DATA})
@@ -205,9 +206,12 @@ def send_frame(sock: Stream, mtype: MsgType, payload: bytes | memoryview = b"", 
     lim = limits or Limits()
     if len(payload) > lim.max_payload(mtype):
         raise ProtocolError(f"refusing to send {mtype.name} of {len(payload)} bytes (limit {lim.max_payload(mtype)})")
-    sock.sendall(HEADER.pack(int(mtype), flags & 0xFFFF, len(payload)))
-    if len(payload):
-        sock.sendall(payload)
+    try:
+        sock.sendall(HEADER.pack(int(mtype), flags & 0xFFFF, len(payload)))
+        if len(payload):
+            sock.sendall(payload)
+    except OSError as err:  # ssl.SSLError is an OSError
+        raise ProtocolError(f"connection failed while sending {mtype.name}: {err}") from err
 
 
 def send_pages(sock: Stream, pid: int, runs: list[tuple[int, int]], data: bytes | memoryview, *,
@@ -217,8 +221,11 @@ def send_pages(sock: Stream, pid: int, runs: list[tuple[int, int]], data: bytes 
     length = len(head) + len(data)
     if length > lim.max_payload(MsgType.PAGES):
         raise ProtocolError(f"refusing to send PAGES of {length} bytes")
-    sock.sendall(HEADER.pack(int(MsgType.PAGES), round_no & 0xFFFF, length) + head)
-    sock.sendall(data)
+    try:
+        sock.sendall(HEADER.pack(int(MsgType.PAGES), round_no & 0xFFFF, length) + head)
+        sock.sendall(data)
+    except OSError as err:
+        raise ProtocolError(f"connection failed while sending PAGES: {err}") from err
 
 
 def send_json(sock: Stream, mtype: MsgType, obj: dict[str, Any], flags: int = 0) -> None:
