@@ -15,7 +15,8 @@ this module only differs in *how* it reads and writes them:
 * registers: ``PT_GETREGS``/``PT_SETREGS`` with FreeBSD's 176-byte amd64
   ``struct reg`` (its own field order, converted by name), FS/GS base through
   ``PT_GETFSBASE``/``PT_GETGSBASE``/``PT_SET*`` (not in ``struct reg``);
-  the xsave area through ``PT_GETXSTATE_INFO`` + ``PT_GETXSTATE``;
+  the xsave area through ``PT_GETXSTATE_INFO`` + ``PT_GETXSTATE`` (or the
+  FXSAVE area through ``PT_GETFPREGS`` on CPUs without XSAVE);
 * memory: ``PT_IO`` with ``struct ptrace_io_desc`` (one request per range,
   partial transfers reported);
 * mappings: linprocfs ``/compat/linux/proc/PID/maps`` (Linux format, with
@@ -41,8 +42,9 @@ ptrace_sc_remote``, tools-output.md 5.1), outputs in scratch memory below the
 thread's stack red zone, read back with ``PT_IO``.
 
 Refused (``PlatformError`` naming the call), because neither the reference
-nor the Linuxulator offers a way: ``read_pipe_data`` (a peek needs more than one injected call),
-``clear_tid_address`` (the Linuxulator has no PR_GET_TID_ADDRESS),
+nor the Linuxulator offers a way: ``read_pipe_data`` (a non-consuming peek
+needs tee(2), whose Linuxulator status is unknown), ``clear_tid_address``
+(the Linuxulator has no PR_GET_TID_ADDRESS),
 ``same_open_file`` (kcmp is a Linuxulator dummy), ``uts`` and ``clocks``.
 Answered truthfully as "none": ``rseq`` (Linuxulator rseq always fails with
 ENOSYS, so no thread has one), ``namespaces`` (FreeBSD has none: all 0),
@@ -1325,7 +1327,7 @@ class FreeBSDPlatform:
             entry = got.entry
 
     def read_pipe_data(self, pid: int, fd: int, limit: int) -> PipeData:
-        raise self._refuse("read_pipe_data", "peeking a pipe needs syscall injection (not implemented)")
+        raise self._refuse("read_pipe_data", "a non-consuming peek needs tee(2), whose Linuxulator status is unknown")
 
     # -- stopping -----------------------------------------------------------
     def _wait_stopped(self, pid: int) -> int:
