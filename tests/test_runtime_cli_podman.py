@@ -73,3 +73,30 @@ def test_podman_run_stop_rm_through_hetmig_runtime(
         assert verb in seen, (verb, seen)
     create = next(argv for argv in verbs if "create" in argv)
     assert create[-1] == cid and "--bundle" in create and "--pid-file" in create
+
+
+def test_podman_checkpoint_restore_through_hetmig_runtime(
+    busybox_rootfs: Path, shim: tuple[Path, Path], name: str
+) -> None:
+    """podman container checkpoint/restore call our checkpoint/restore verbs (criu engine)."""
+    require("criu")
+    script, calls = shim
+    rt = ["--runtime", str(script)]
+    podman(*rt, "run", "-d", "--name", name, "--network", "none", "--rootfs", str(busybox_rootfs),
+           "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done")
+
+    def counter() -> int:
+        out = podman(*rt, "exec", name, "cat", "/tmp/counter", check=False).stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    wait_for(lambda: counter() >= 5, what="counter to start")
+    before = counter()
+    podman(*rt, "container", "checkpoint", name)
+    assert json.loads(podman(*rt, "inspect", name).stdout)[0]["State"]["Status"] == "exited"
+    podman(*rt, "container", "restore", name)
+    after = wait_for(counter, what="restored counter")
+    assert after >= before  # continued from the checkpoint, not restarted at 1
+    lines = [line.split() for line in calls.read_text().splitlines()]
+    ck = next(argv for argv in lines if argv[:1] == ["checkpoint"] and "--image-path" in argv)
+    rs = next(argv for argv in lines if argv[:1] == ["restore"])
+    assert "--work-path" in ck and {"--bundle", "--pid-file", "--detach", "--image-path"} <= set(rs)
