@@ -34,10 +34,10 @@ def test_shipped_mapping_obeys_freebsd_facts() -> None:
         for rule in table.rules.values():
             for name, value in rule.params.items():
                 assert check_param(name, value) is None, name
-    for rule in rules.resources:
-        if rule.rctl_resource is not None:
-            assert rule.rctl_action is not None
-            assert check_rctl(rule.rctl_resource, rule.rctl_action) is None, rule
+    for res_rule in rules.resources:
+        if res_rule.rctl_resource is not None:
+            assert res_rule.rctl_action is not None
+            assert check_rctl(res_rule.rctl_resource, res_rule.rctl_action) is None, res_rule
     for cap_rule in rules.capabilities.values():
         for name in cap_rule.allow:
             assert name in ALLOW_PARAMS

@@ -796,6 +796,17 @@ def test_plan_json_errors_name_the_path(doc: Any, path: str, reason: str) -> Non
     assert (info.value.source, info.value.path or "$", info.value.reason) == ("jail.json", path, reason)
 
 
+def test_reverse_duplicate_rule_is_reported() -> None:
+    plan = JailPlan(
+        name=NAME,
+        params={"path": "/j"},
+        rctl=(RctlRule(NAME, "maxproc", "deny", 5), RctlRule(NAME, "maxproc", "deny", 7)),
+    )
+    spec, losses = freebsd_to_oci(plan, RULES)
+    assert spec["linux"]["resources"]["pids"] == {"limit": 7}
+    assert [(loss.path, loss.value) for loss in losses] == [("rctl[0]", "jail:web:maxproc:deny=5")]
+
+
 def test_rctl_rule_parse_expands_suffixes() -> None:
     assert RctlRule.parse("jail:w:memoryuse:deny=64m") == RctlRule("w", "memoryuse", "deny", 64 << 20)
     assert str(RctlRule.parse("jail:w:maxproc:deny=5/jail")) == "jail:w:maxproc:deny=5"

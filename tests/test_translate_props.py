@@ -137,8 +137,9 @@ def oci_configs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         process["env"] = draw(st.lists(st.tuples(name_chars, st.text(max_size=10)).map(lambda kv: f"{kv[0]}={kv[1]}"), max_size=4))
-    caps = draw(st.lists(st.sampled_from(MAPPED_CAPS), unique=True))
-    if caps or draw(st.booleans()):
+    caps: list[str] = draw(st.lists(st.sampled_from(MAPPED_CAPS), unique=True))
+    with_caps: bool = draw(st.booleans())
+    if caps or with_caps:
         process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
     rls = []
     for rtype in draw(st.lists(st.sampled_from(MAPPED_RLIMITS), unique=True, max_size=4)):

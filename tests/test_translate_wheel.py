@@ -14,6 +14,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_wheel_installs_and_translates_outside_checkout(tmp_path: Path) -> None:
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    config = {
+    config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "wheel",

@@ -172,6 +172,9 @@ def freebsd_to_oci(plan: JailPlan, rules: MappingRules) -> tuple[dict[str, Any],
         if rr.subject != "jail" or rr.subject_id != plan.name or rr.per not in (None, "jail"):
             lose(f"rctl[{i}]", str(rr), f"only jail:{plan.name} rules map to OCI resources")
             continue
+        earlier = amounts.get((rr.resource, rr.action))
+        if earlier is not None:
+            lose(f"rctl[{earlier[0]}]", str(earlier[1]), f"replaced by the later rule rctl[{i}] for the same resource")
         amounts[(rr.resource, rr.action)] = (i, rr)
     used: set[int] = set()
     resources: dict[str, Any] = {}
