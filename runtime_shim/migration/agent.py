@@ -228,6 +228,7 @@ class Session:
         self.rootfs_dir: Path | None = None
         self.phase = "hello"
         self.confirmed = False
+        self._since_check = 0
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _status(self, phase: str, **extra: Any) -> None:
@@ -242,6 +243,17 @@ class Session:
 
     def _send(self, mtype: MsgType, obj: dict[str, Any]) -> None:
         wire.send_json(self.sock, mtype, obj)
+
+    def _check_space(self, n: int) -> None:
+        """Refuse to fill the state dir: keep the reserve free (checked every 64 MiB)."""
+        self._since_check += n
+        if self._since_check < (64 << 20):
+            return
+        self._since_check = 0
+        free = shutil.disk_usage(self.agent.state_dir).free
+        if free < self.limits.reserve_free:
+            raise MigrationError(f"state dir {self.agent.state_dir} is full ({free} bytes free, "
+                                 f"{self.limits.reserve_free} must stay free)")
 
     def _count(self, n: int, what: str) -> None:
         self.received += n
@@ -330,6 +342,7 @@ class Session:
             assert self.restore is not None
             pid, runs, data = wire.decode_pages(frame.payload, self.limits)
             self._count(len(data), "PAGES")
+            self._check_space(len(data))
             self.restore.write_pages(pid, runs, data)
         elif t == MsgType.ROUND_END and self.phase == "precopy":
             msg = frame.json()
@@ -376,9 +389,14 @@ class Session:
         lim = self.limits
         if announced > lim.max_total:
             raise ProtocolError(f"begin.announced_bytes={announced} exceeds the limit {lim.max_total}")
+        # disk use is bounded by the unique pages plus the image set; a source that
+        # resends pages many times announces more network bytes than disk bytes
+        disk = wire.get_int(msg, "disk_bytes", "begin") if "disk_bytes" in msg else announced
+        if disk > announced:
+            raise ProtocolError(f"begin.disk_bytes={disk} exceeds begin.announced_bytes={announced}")
         free = shutil.disk_usage(self.agent.state_dir).free - lim.reserve_free
-        if announced > free:
-            raise MigrationError(f"begin.announced_bytes={announced} exceeds the free space of the state dir "
+        if disk > free:
+            raise MigrationError(f"begin.disk_bytes={disk} exceeds the free space of the state dir "
                                  f"({max(free, 0)} bytes after the {lim.reserve_free}-byte reserve)")
         self.agent.claim(cid, mid)
         self.container_id = cid
@@ -439,6 +457,7 @@ class Session:
         if up.got + len(data) > up.size:
             raise ProtocolError(f"{up.name!r}: {up.got + len(data)} bytes exceed the announced size={up.size}")
         self._count(len(data), up.name)
+        self._check_space(len(data))
         os.write(up.fd, data)
         up.got += len(data)
         up.hash.update(data)

@@ -320,10 +320,11 @@ class Migration:
         tracking = False
         try:
             dst = self.connect_and_check()
-            self.precheck(dst, desc.memory_bytes, announced)
+            self.precheck(dst, desc.memory_bytes, min(announced, 2 * desc.memory_bytes + (256 << 20)))
             assert self.conn is not None
+            disk = min(announced, 2 * desc.memory_bytes + (256 << 20))
             self.conn.send(MsgType.BEGIN, {"migration_id": self.migration_id, "container_id": desc.container_id,
-                                           "spec": desc.spec, "announced_bytes": announced})
+                                           "spec": desc.spec, "announced_bytes": announced, "disk_bytes": disk})
             self.conn.recv(MsgType.ACK)
             self.source.start_tracking()
             tracking = True
