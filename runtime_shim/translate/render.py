@@ -35,6 +35,14 @@ HEADER = (
 
 
 def _always_quote(text: str) -> str:
+    """A jail.conf(5) string literal for *text*.
+
+    Single quotes when the text holds ``$`` (jail.conf expands variables only
+    in double quotes) and no quote or newline; double quotes with backslash
+    escapes otherwise.
+    """
+    if "$" in text and "'" not in text and "\n" not in text:
+        return f"'{text}'"
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
     return f'"{escaped}"'
 
