@@ -47,11 +47,12 @@ def _bundle(dest: Path, rootfs: Path, hooks: dict[str, Any] | None) -> Path:
     return dest
 
 
-def _hook(state_dir: Path, stage: str) -> dict[str, Any]:
+def _hook(state_dir: Path, stage: str, translate: str) -> dict[str, Any]:
     py = sys.executable
     return {
         "path": py,
-        "args": [py, "-S", str(REPO / "packaging" / "bin" / "hetmig-hook"), "--state-dir", str(state_dir), stage],
+        "args": [py, "-S", str(REPO / "packaging" / "bin" / "hetmig-hook"), "--state-dir", str(state_dir),
+                 "--translate", translate, stage],
         "env": [f"PYTHONPATH={REPO}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
     }
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=21, help="runs per variant (>= 15)")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="max added median (ms)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--translate", choices=("detached", "lazy", "sync"), default="detached",
+                        help="the hook's translation mode (default detached, as shipped)")
     args = parser.parse_args(argv)
     if args.runs < 15:
         parser.error("--runs must be at least 15")
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         hooked = _bundle(
             tmp / "hooked",
             rootfs,
-            {"createRuntime": [_hook(state_dir, "createRuntime")], "poststop": [_hook(state_dir, "poststop")]},
+            {"createRuntime": [_hook(state_dir, "createRuntime", args.translate)],
+             "poststop": [_hook(state_dir, "poststop", args.translate)]},
         )
         _run_once(root, plain)  # warm-up: page cache, pycache
         _run_once(root, hooked)
@@ -114,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         "max_ms": {k: max(v) * 1000 for k, v in times.items()},
         "added_median_ms": added,
         "budget_ms": args.budget_ms,
+        "translate": args.translate,
         "records_left_after_poststop": leftovers,
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"runc run of busybox `true`, {args.runs} alternating runs each (ms)")
+        print(f"runc run of busybox `true`, {args.runs} alternating runs each (ms); hook --translate {args.translate}")
         print(f"{'variant':<14}{'median':>9}{'min':>9}{'max':>9}")
         for k in times:
             print(f"{k:<14}{med[k]:>9.1f}{result['min_ms'][k]:>9.1f}{result['max_ms'][k]:>9.1f}")

@@ -3,14 +3,16 @@ its ``jail`` mode for jail(8) ``exec.*`` commands.
 
 OCI mode::
 
-    hetmig-hook [--state-dir DIR] [--sync] [STAGE]    < OCI state JSON
+    hetmig-hook [--state-dir DIR] [--translate detached|sync|lazy] [STAGE]  < OCI state JSON
 
 STAGE is the OCI hook stage (``createRuntime``, ``poststop``, ...); when it is
 omitted the stage is inferred from the state's ``status`` (``creating`` ->
 createRuntime, ``stopped`` -> poststop). At createRuntime the container (id,
 init pid, bundle, the runtime that ran the hook) is recorded in hetmig's state
-directory and its FreeBSD translation is computed by a detached worker (or
-inline with ``--sync``), so that ``hetmig ps`` lists it. At poststop the record
+directory and its FreeBSD translation is computed by a detached worker
+(``--translate detached``, the default), inline (``sync``, ``--sync``) or
+left pending for ``hetmig ps`` to compute on first use (``lazy``: no work at
+all at container start), so that ``hetmig ps`` lists it. At poststop the record
 is removed. The other stages (prestart, createContainer, startContainer,
 poststart) validate the state and change nothing.
 
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from runtime_shim.state import StateDir
 
 USAGE = (
-    "usage: hetmig-hook [--state-dir DIR] [--sync] [STAGE] < STATE_JSON\n"
+    "usage: hetmig-hook [--state-dir DIR] [--translate detached|sync|lazy] [STAGE] < STATE_JSON\n"
     "       hetmig-hook [--state-dir DIR] jail created NAME --bundle DIR\n"
     "       hetmig-hook [--state-dir DIR] jail poststop NAME\n"
     "STAGE: prestart, createRuntime, createContainer, startContainer, poststart, poststop\n"
@@ -58,15 +60,16 @@ USAGE = (
 
 STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 _STATUS_STAGE = {"creating": "createRuntime", "created": "createRuntime", "stopped": "poststop"}
+TRANSLATE_MODES = ("detached", "sync", "lazy")
 MAX_STDIN = 1 << 20  # an OCI state is a few KiB; refuse anything absurd
 
 
 class _Options:
-    __slots__ = ("state_dir", "sync", "positional", "bundle")
+    __slots__ = ("state_dir", "translate", "positional", "bundle")
 
     def __init__(self) -> None:
         self.state_dir: str | None = None
-        self.sync = False
+        self.translate = "detached"
         self.positional: list[str] = []
         self.bundle: str | None = None
 
@@ -76,12 +79,16 @@ def _parse_argv(argv: Sequence[str]) -> _Options:
     opts = _Options()
     it = iter(argv)
     for arg in it:
-        if arg in ("--state-dir", "--bundle", "-b"):
+        if arg in ("--state-dir", "--bundle", "-b", "--translate"):
             value = next(it, None)
             if value is None:
                 raise BadInputError(f"{arg} needs a value")
             if arg == "--state-dir":
                 opts.state_dir = value
+            elif arg == "--translate":
+                if value not in TRANSLATE_MODES:
+                    raise BadInputError(f"--translate {value!r} (expected one of {', '.join(TRANSLATE_MODES)})")
+                opts.translate = value
             else:
                 opts.bundle = value
         elif arg.startswith("--state-dir="):
@@ -89,7 +96,7 @@ def _parse_argv(argv: Sequence[str]) -> _Options:
         elif arg.startswith("--bundle="):
             opts.bundle = arg.split("=", 1)[1]
         elif arg == "--sync":
-            opts.sync = True
+            opts.translate = "sync"
         elif arg in ("-h", "--help"):
             sys.stdout.write(USAGE)
             raise SystemExit(EXIT_OK)
@@ -196,7 +203,7 @@ def _translate_and_store(store: StateDir, cid: str, bundle: str) -> None:
     store.write_translation(cid, translate_bundle(bundle, cid))
 
 
-def hook_create_runtime(store: StateDir, state: dict[str, Any], *, sync: bool) -> int:
+def hook_create_runtime(store: StateDir, state: dict[str, Any], *, translate: str = "detached") -> int:
     from runtime_shim.state import ContainerRecord, check_id
 
     cid = check_id(state["id"])
@@ -221,10 +228,11 @@ def hook_create_runtime(store: StateDir, state: dict[str, Any], *, sync: bool) -
     )
     # a stale record (a crashed container whose poststop never ran) is replaced
     store.create(record, replace=True)
-    if sync:
+    if translate == "sync":
         _translate_and_store(store, cid, bundle)
-    else:
+    elif translate == "detached":
         _translate_detached(store, cid, bundle)
+    # lazy: `hetmig ps` translates pending records on first use
     return EXIT_OK
 
 
@@ -242,7 +250,7 @@ def run_oci(opts: _Options, stdin: Any) -> int:
     stage = _stage_of(opts, state)
     store = StateDir(resolve_state_dir(opts.state_dir))
     if stage == "createRuntime":
-        return hook_create_runtime(store, state, sync=opts.sync)
+        return hook_create_runtime(store, state, translate=opts.translate)
     if stage == "poststop":
         return hook_poststop(store, state)
     return EXIT_OK  # validated; hetmig does nothing at the other stages

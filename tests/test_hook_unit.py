@@ -114,3 +114,23 @@ def test_hot_path_imports_stay_small() -> None:
                          env={"PYTHONPATH": str(REPO)}, timeout=30)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_lazy_translation_is_done_by_ps(tmp_path: Path, busybox_rootfs: Path) -> None:
+    from tests.test_hook_common import ps_json
+
+    state_dir = tmp_path / "state"
+    bundle = make_bundle(tmp_path / "bundle", busybox_rootfs, ["true"])
+    res = hook(state_dir, state_json(bundle=str(bundle)), "--translate", "lazy", "createRuntime")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (state_dir / "containers").iterdir()) == ["c1.json"]
+    rows = ps_json(state_dir)
+    assert rows[0]["id"] == "c1" and rows[0]["pid"] == os.getpid()
+    if translator_available():
+        assert rows[0]["translation"]["state"] == "ok"
+        # ps stored it: the next ps reads it instead of translating again
+        assert (state_dir / "containers" / "c1.translation.json").exists()
+    else:
+        assert rows[0]["translation"]["state"] == "pending"
+    res = hook(state_dir, state_json(), "--translate", "eager", "createRuntime")
+    assert res.returncode == 2 and "--translate 'eager' (expected one of detached, sync, lazy)" in res.stderr
