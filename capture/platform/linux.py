@@ -567,7 +567,7 @@ class LinuxPlatform:
                 words = words[: i + 2]
                 break
         brk = st.start_brk
-        for vma in self.read_maps(pid):
+        for vma in parse_maps(self._read(f"{pid}/maps")):
             if vma.kind is VmaKind.HEAP:
                 brk = vma.end
         status = parse_status(self._read(f"{pid}/status"))
@@ -954,8 +954,9 @@ class LinuxPlatform:
     def _find_syscall_insn(self, pid: int) -> int:
         if pid in self._syscall_insn:
             return self._syscall_insn[pid]
-        candidates = [v for v in self.read_maps(pid) if v.kind is VmaKind.VDSO]
-        candidates += [v for v in self.read_maps(pid) if v.prot & PROT_EXEC and v.kind is VmaKind.FILE]
+        maps = parse_maps(self._read(f"{pid}/maps"))
+        candidates = [v for v in maps if v.kind is VmaKind.VDSO]
+        candidates += [v for v in maps if v.prot & PROT_EXEC and v.kind is VmaKind.FILE]
         for vma in candidates:
             size = min(vma.size, 1 << 22)
             buf = bytearray(size)
