@@ -39,7 +39,14 @@ MAPPED_RLIMITS = sorted(t for t, r in RULES.rlimits.items() if r.freebsd)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 name_chars = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
-path_part = st.text("abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=8)
+# printable ASCII including quotes, '$', '\\', spaces: exercises jail.conf/fstab escaping
+odd_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=16)
+path_part = st.one_of(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=8),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters="/"), min_size=1, max_size=8).filter(
+        lambda p: p not in (".", "..")
+    ),
+)
 abs_path = st.lists(path_part, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
 size = st.integers(0, 1 << 40)
 
@@ -89,9 +96,9 @@ def oci_configs(draw: st.DrawFn) -> dict[str, Any]:
     uts_new = draw(st.booleans())
     if uts_new:
         if draw(st.booleans()):
-            spec["hostname"] = draw(name_chars)
+            spec["hostname"] = draw(odd_text)
         if draw(st.booleans()):
-            spec["domainname"] = draw(name_chars)
+            spec["domainname"] = draw(odd_text)
     nss = [{"type": "pid"}, {"type": "mount"}]
     if uts_new:
         nss.append({"type": "uts"})
