@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,8 +58,15 @@ def _hook(state_dir: Path, stage: str, translate: str) -> dict[str, Any]:
     }
 
 
-def _run_once(root: Path, bundle: Path) -> float:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _run_once(root: Path, bundle: Path, cpu: list[float] | None = None) -> float:
+    """Wall time of one ``runc run``; appends runc's + its hooks' CPU time to *cpu*."""
     cid = f"bench-{uuid.uuid4().hex[:12]}"
+    c0 = _children_cpu()
     t0 = time.perf_counter()
     res = subprocess.run(
         ["runc", "--root", str(root), "run", "--bundle", str(bundle), cid],
@@ -68,6 +76,8 @@ def _run_once(root: Path, bundle: Path) -> float:
         timeout=60,
     )
     elapsed = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(_children_cpu() - c0)
     if res.returncode != 0:
         subprocess.run(["runc", "--root", str(root), "delete", "--force", cid], capture_output=True)
         raise SystemExit(f"bench_hook: runc run failed ({res.returncode}): {res.stderr.decode().strip()}")
@@ -104,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         _run_once(root, plain)  # warm-up: page cache, pycache
         _run_once(root, hooked)
         times: dict[str, list[float]] = {"without hook": [], "with hook": []}
+        cpu: dict[str, list[float]] = {"without hook": [], "with hook": []}
         for _ in range(args.runs):
-            times["without hook"].append(_run_once(root, plain))
-            times["with hook"].append(_run_once(root, hooked))
+            times["without hook"].append(_run_once(root, plain, cpu["without hook"]))
+            times["with hook"].append(_run_once(root, hooked, cpu["with hook"]))
         leftovers = [p.name for p in (state_dir / "containers").iterdir()] if state_dir.exists() else []
         time.sleep(0.5)  # let the last detached translation worker finish before cleanup
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_ms": med,
         "min_ms": {k: min(v) * 1000 for k, v in times.items()},
         "max_ms": {k: max(v) * 1000 for k, v in times.items()},
+        "cpu_median_ms": {k: statistics.median(v) * 1000 for k, v in cpu.items()},
+        "load_average": os.getloadavg(),
         "added_median_ms": added,
         "budget_ms": args.budget_ms,
         "translate": args.translate,
@@ -125,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"runc run of busybox `true`, {args.runs} alternating runs each (ms); hook --translate {args.translate}")
-        print(f"{'variant':<14}{'median':>9}{'min':>9}{'max':>9}")
+        print(f"{'variant':<14}{'median':>9}{'min':>9}{'max':>9}{'cpu med':>9}")
         for k in times:
-            print(f"{k:<14}{med[k]:>9.1f}{result['min_ms'][k]:>9.1f}{result['max_ms'][k]:>9.1f}")
-        print(f"added by hook (median): {added:.1f} ms (budget {args.budget_ms:.0f} ms)")
+            print(f"{k:<14}{med[k]:>9.1f}{result['min_ms'][k]:>9.1f}{result['max_ms'][k]:>9.1f}"
+                  f"{result['cpu_median_ms'][k]:>9.1f}")
+        print(f"added by hook (median): {added:.1f} ms (budget {args.budget_ms:.0f} ms); "
+              f"load average {result['load_average'][0]:.2f}")
     if leftovers:
         print(f"bench_hook: poststop left records behind: {leftovers}", file=sys.stderr)
         return 1
