@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace as dataclass_replace
 import os
 import stat
 import subprocess
@@ -446,3 +447,35 @@ def test_runc_spec_edited_exact(runc_spec: dict[str, Any]) -> None:
     }
     _golden("runc-edited.jail.conf", render_jail_conf(plan))
     _golden("runc-edited.rctl", render_rctl(plan))
+
+
+def test_reverse_output_runs_under_real_runc(tmp_path: Path, busybox_rootfs: Path) -> None:
+    """A jail description translated to OCI is a config real runc accepts and runs."""
+    runc = require("runc")
+    spec = json.loads((Path(__file__).resolve().parent / "data" / "translate" / "full.json").read_text())
+    spec["linux"]["resources"]["cpu"]["cpus"] = "0"
+    spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "bind"]
+    plan = oci_to_freebsd(spec, "runme", RULES, bundle=str(tmp_path))
+    conf = render_jail_conf(plan).replace(str(tmp_path / "rootfs"), str(busybox_rootfs))
+    from runtime_shim.translate import parse_jail_conf, parse_rctl
+
+    parsed = parse_jail_conf(conf)
+    parsed = dataclass_replace(parsed, rctl=parse_rctl(render_rctl(plan)))
+    back, losses = freebsd_to_oci(parsed, RULES)
+    assert losses == []
+    # a jail.conf carries no process: give it one
+    back["process"]["args"] = ["sh", "-c", "echo ok; grep -c ^Pid /proc/self/status; hostname; touch /x 2>/dev/null || echo ro"]
+    back["process"]["env"] = ["PATH=/bin"]
+    assert back["root"]["readonly"] is True  # from the ro nullfs root mount
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(back))
+    cid = f"hetmig-tx-{uuid.uuid4().hex[:8]}"
+    try:
+        res = subprocess.run(
+            [runc, "run", "--bundle", str(bundle), cid], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["ok", "1", "www", "ro"]
+    finally:
+        subprocess.run([runc, "delete", "--force", cid], capture_output=True, timeout=60)
