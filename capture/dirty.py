@@ -22,11 +22,11 @@ One interface, :class:`Tracker`, two implementations:
   Ranges that appear after ``start`` (new mmaps, heap growth) are reported
   entirely dirty once and registered; ranges the kernel refuses to register
   are reported entirely dirty at every scan (never silently untracked).
-* :class:`HashTracker` (everywhere, the FreeBSD fallback): keeps a 16-byte
-  BLAKE2b digest per page and reports pages whose digest changed. It reads
-  the memory in large chunks (one read per range, up to 64 MiB) and hashes
-  page slices of a memoryview. A write that restores the previous bytes is
-  invisible to it, which is harmless for migration.
+* :class:`HashTracker` (everywhere, the FreeBSD fallback): keeps a SHA-1
+  digest per 64 KiB block and per page and reports pages whose digest
+  changed, re-hashing pages only inside changed blocks. It reads the memory
+  in large chunks (up to 64 MiB per read). A write that restores the
+  previous bytes is invisible to it, which is harmless for migration.
 
 Struct layouts (from the kernel uapi headers, ``include/uapi/linux/fs.h`` and
 ``userfaultfd.h``; the installed 6.1 headers predate PAGEMAP_SCAN):
@@ -325,8 +325,10 @@ class UffdWpTracker:
                 out.append((lo, (hi - lo) // PAGE_SIZE))
             if walk_end >= r.end:
                 break
-            if n < self.vec_len:
-                return out, False  # stopped early without a full vector: not WP-async there
+            # The kernel may stop before the end with room left in our vector (it
+            # walks with an internal buffer); go on from where it stopped.
+            if walk_end <= start:
+                return out, False  # no progress: treat the rest as unknown (dirty)
             start = walk_end
         return out, True
 
@@ -357,7 +359,7 @@ class UffdWpTracker:
                     lo, hi, _cat = PAGE_REGION.unpack_from(raw, i * PAGE_REGION.size)
                     out.append((lo, (hi - lo) // PAGE_SIZE))
                 walk_end = PM_SCAN_ARG.unpack(arg.raw)[4]
-                if walk_end >= r.end or n < self.vec_len:
+                if walk_end >= r.end or walk_end <= start:
                     break
                 start = walk_end
         return merge_runs(out)
@@ -419,16 +421,25 @@ class _StoppedFn(Protocol):
 # -- the hashing fallback ----------------------------------------------------------------------
 
 class HashTracker:
-    """Per-page BLAKE2b digests; a page is dirty when its digest changed."""
+    """Digests per 64 KiB block and per page; a page is dirty when its digest changed.
+
+    A scan hashes every 16-page block (SHA-1 with the CPU's SHA extensions runs
+    at about 1.4 GB/s here, BLAKE2b at 0.7) and only re-hashes the pages of
+    blocks whose digest changed. The digests only detect change, they guard
+    nothing: a process that crafts SHA-1 collisions in its own memory can only
+    corrupt its own migration.
+    """
 
     kind = TrackerKind.HASH
     CHUNK = 64 << 20
+    BLOCK = 16 * PAGE_SIZE
 
     def __init__(self, pid: int, *, only: Sequence[Range] | None = None, proc: str = "/proc") -> None:
         self.pid = pid
         self.only = list(only) if only is not None else None
         self.proc = proc
-        self._digests: dict[int, bytes] = {}  # page address -> digest
+        self._blocks: dict[int, bytes] = {}  # block address -> digest
+        self._pages: dict[int, bytes] = {}   # page address -> digest
         self._fd: int | None = None
 
     def _wanted(self) -> list[Range]:
@@ -440,16 +451,17 @@ class HashTracker:
             self._fd = os.open(f"{self.proc}/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
             raise PlatformError(f"cannot open {self.proc}/{self.pid}/mem: {err.strerror}", errno=err.errno) from err
-        self._digests = {}
+        self._blocks, self._pages = {}, {}
 
     def scan(self) -> list[Run]:
         if self._fd is None:
             raise PlatformError(f"tracker for pid {self.pid} is not started")
         fd = self._fd
-        old = self._digests
-        new: dict[int, bytes] = {}
+        old_blocks, old_pages = self._blocks, self._pages
+        blocks: dict[int, bytes] = {}
+        pages: dict[int, bytes] = {}
         dirty: list[Run] = []
-        blake = hashlib.blake2b
+        sha1 = hashlib.sha1
         buf = bytearray(self.CHUNK)
         view = memoryview(buf)
         for r in self._wanted():
@@ -460,25 +472,33 @@ class HashTracker:
                     got = os.preadv(fd, [view[:size]], addr)
                 except OSError:
                     got = 0
+                got -= got % PAGE_SIZE
+                for boff in range(0, got, self.BLOCK):
+                    bend = min(boff + self.BLOCK, got)
+                    baddr = addr + boff
+                    bd = sha1(view[boff:bend]).digest()
+                    blocks[baddr] = bd
+                    if old_blocks.get(baddr) == bd and bend - boff == self.BLOCK:
+                        for off in range(boff, bend, PAGE_SIZE):
+                            pages[addr + off] = old_pages[addr + off]
+                        continue
+                    for off in range(boff, bend, PAGE_SIZE):
+                        page = addr + off
+                        d = sha1(view[off:off + PAGE_SIZE]).digest()
+                        pages[page] = d
+                        if old_pages.get(page) != d:
+                            dirty.append((page, 1))
                 if got < size:  # unreadable tail (e.g. guard pages): count as dirty, no digest
-                    got -= got % PAGE_SIZE
-                for off in range(0, got, PAGE_SIZE):
-                    page = addr + off
-                    d = blake(view[off:off + PAGE_SIZE], digest_size=16).digest()
-                    new[page] = d
-                    if old.get(page) != d:
-                        dirty.append((page, 1))
-                if got < size:
                     dirty.append((addr + got, (size - got) // PAGE_SIZE))
                 addr += size
-        self._digests = new
+        self._blocks, self._pages = blocks, pages
         return merge_runs(dirty)
 
     def stop(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._digests = {}
+        self._blocks, self._pages = {}, {}
 
 
 def make_tracker(pid: int, *, only: Sequence[Range] | None = None, prefer: TrackerKind | None = None) -> Tracker:
