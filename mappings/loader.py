@@ -193,7 +193,8 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise MappingError(source, "", f"not UTF-8 text: {err}") from err
     try:
-        data = yaml.safe_load(text)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
