@@ -796,6 +796,13 @@ def test_plan_json_errors_name_the_path(doc: Any, path: str, reason: str) -> Non
     assert (info.value.source, info.value.path or "$", info.value.reason) == ("jail.json", path, reason)
 
 
+def test_plan_json_accepts_backend_mount_spelling() -> None:
+    plan = JailPlan.from_json(
+        {"jail": {"name": "w", "params": {"path": "/j"}}, "mounts": [{"type": "tmpfs", "source": "tmpfs", "target": "/t"}]}
+    )
+    assert plan.mounts == (Mount("tmpfs", "tmpfs", "/t", ()),)
+
+
 def test_reverse_duplicate_rule_is_reported() -> None:
     plan = JailPlan(
         name=NAME,

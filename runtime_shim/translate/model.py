@@ -204,15 +204,23 @@ class JailPlan:
         mounts = []
         for i, m in enumerate(mounts_raw):
             need(isinstance(m, dict), f"mounts[{i}]", "expected an object {fstype, source, destination, options}")
-            for key in ("fstype", "source", "destination"):
-                need(isinstance(m.get(key), str), f"mounts[{i}].{key}", f"expected a string, got {m.get(key)!r}")
+            unknown_m = set(m) - {"fstype", "type", "source", "destination", "target", "options"}
+            need(not unknown_m, f"mounts[{i}]", f"unknown keys {sorted(unknown_m)}")
+            # "type"/"target" are accepted as spellings of "fstype"/"destination"
+            fields = {
+                "fstype": m.get("fstype", m.get("type")),
+                "source": m.get("source"),
+                "destination": m.get("destination", m.get("target")),
+            }
+            for key, value in fields.items():
+                need(isinstance(value, str), f"mounts[{i}].{key}", f"expected a string, got {value!r}")
             opts = m.get("options", [])
             need(
                 isinstance(opts, list) and all(isinstance(o, str) for o in opts),
                 f"mounts[{i}].options",
                 "expected a list of strings",
             )
-            mounts.append(Mount(m["fstype"], m["source"], m["destination"], tuple(opts)))
+            mounts.append(Mount(str(fields["fstype"]), str(fields["source"]), str(fields["destination"]), tuple(opts)))
         losses_raw = data.get("losses", [])
         need(isinstance(losses_raw, list), "losses", "expected a list")
         losses = []
