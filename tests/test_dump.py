@@ -1,0 +1,270 @@
+"""The dump engine against real processes, real CRIU 4.1 and real crit.
+
+For each workload: dump with ours (--leave-running), then with ``criu dump``;
+every image of ours decodes with ``crit decode``; ``crit x DIR ps|fds|mems``
+prints the same on both image sets. Plus: failure leaves the tree running and
+untraced; a dump without --leave-running kills the tree; ``criu restore``
+continues a counter from our images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from capture.dump import DumpResult, dump
+from capture.errors import CheckpointError, PlatformError
+from capture.images import read_image
+from capture.platform.linux import LinuxPlatform
+from tests.support.tools import BUSYBOX, crit, criu, require
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+
+MT_PY = r"""
+import threading, time, sys
+blob = bytearray(4 << 20)
+for i in range(0, len(blob), 4096):
+    blob[i] = i & 0xFF
+def worker():
+    while True:
+        time.sleep(0.02)
+for _ in range(3):
+    threading.Thread(target=worker, daemon=True).start()
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def start(spawn: list[subprocess.Popen[bytes]], argv: Sequence[str], wait_line: bool = False) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if wait_line else subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    spawn.append(p)
+    if wait_line:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == b"ready"
+    else:
+        time.sleep(0.3)
+    return p
+
+
+def tree_pids(root: int) -> list[int]:
+    out = [root]
+    i = 0
+    while i < len(out):
+        for t in os.listdir(f"/proc/{out[i]}/task"):
+            try:
+                out += [int(c) for c in Path(f"/proc/{out[i]}/task/{t}/children").read_text().split()]
+            except FileNotFoundError:
+                pass
+        i += 1
+    return out
+
+
+def kill_tree(root: int) -> None:
+    try:
+        os.killpg(root, 9)
+    except ProcessLookupError:
+        pass
+
+
+def wait_gone(pids: Sequence[int], timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    for pid in pids:
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < end:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} still exists"
+
+
+def assert_running_untraced(pids: Sequence[int]) -> None:
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "TracerPid:\t0\n" in status, status
+        state = status.split("State:\t", 1)[1][0]
+        assert state in "RS", f"pid {pid} in state {state}"
+
+
+def crit_decodes_all(d: Path) -> None:
+    for img in sorted(d.glob("*.img")):
+        if img.name.startswith("pages-"):
+            continue
+        out = json.loads(crit(d, "decode", "-i", str(img)))
+        assert out["entries"] is not None, img.name
+
+
+def compare_with_criu(ours: Path, theirs: Path) -> None:
+    for what in ("ps", "fds", "mems"):
+        a = crit(ours, "x", str(ours), what)
+        b = crit(theirs, "x", str(theirs), what)
+        assert a.strip(), f"crit x {what} printed nothing"
+        assert a == b, f"crit x {what} differs:\n--- ours\n{a}\n--- criu\n{b}"
+
+
+def ours_then_criu(root: int, tmp_path: Path, tree: bool = True) -> tuple[Path, Path, DumpResult]:
+    require("criu")
+    require("crit")
+    ours, theirs = tmp_path / "ours", tmp_path / "criu"
+    res = dump(root, ours, leave_running=True, tree=tree)
+    assert_running_untraced(res.pids)
+    theirs.mkdir()
+    criu("dump", "-t", str(root), "-D", str(theirs), "--leave-running", "-o", "dump.log")
+    return ours, theirs, res
+
+
+def test_busybox_sleep_matches_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [BUSYBOX, "sleep", "1000"])
+    ours, theirs, res = ours_then_criu(p.pid, tmp_path)
+    assert res.pids == (p.pid,) and res.threads == 1 and res.pages > 0 and not res.killed
+    crit_decodes_all(ours)
+    compare_with_criu(ours, theirs)
+    # field-level agreement on what both dumpers must see the same way
+    for name in ("pstree.img", f"mm-{p.pid}.img", f"fs-{p.pid}.img", f"ids-{p.pid}.img"):
+        a, b = read_image(ours / name), read_image(theirs / name)
+        assert a.entries[0].ListFields() == b.entries[0].ListFields(), name
+    core_a, core_b = read_image(ours / f"core-{p.pid}.img").entries[0], read_image(theirs / f"core-{p.pid}.img").entries[0]
+    assert core_a.tc.rlimits == core_b.tc.rlimits
+    assert list(core_a.tc.sigactions) == list(core_b.tc.sigactions)
+    assert core_a.thread_core.creds == core_b.thread_core.creds
+    assert core_a.thread_core.rseq_entry == core_b.thread_core.rseq_entry
+    assert core_a.thread_info.clear_tid_addr == core_b.thread_info.clear_tid_addr
+    assert core_a.thread_info.gpregs.fs_base == core_b.thread_info.gpregs.fs_base
+    assert core_a.thread_info.fpregs.xsave.xstate_bv == core_b.thread_info.fpregs.xsave.xstate_bv
+    assert list(core_a.thread_info.fpregs.xsave.ymmh_space) == list(core_b.thread_info.fpregs.xsave.ymmh_space)
+
+
+def test_sh_pipeline_with_regular_file_fd(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    script = f"exec 3>>{log}; echo started >&3; {BUSYBOX} sleep 1000 | {BUSYBOX} cat"
+    p = start(spawn, [BUSYBOX, "sh", "-c", script])
+    pids = tree_pids(p.pid)
+    assert len(pids) == 3
+    ours, theirs, res = ours_then_criu(p.pid, tmp_path)
+    assert sorted(res.pids) == sorted(pids)
+    crit_decodes_all(ours)
+    compare_with_criu(ours, theirs)
+    files = read_image(ours / "files.img").entries
+    reg = [f.reg for f in files if f.HasField("reg") and f.reg.name == str(log)]
+    assert reg and reg[0].pos == len("started\n") and reg[0].flags & 0o2000  # O_APPEND
+    pipes = [f.pipe for f in files if f.HasField("pipe")]
+    assert len({pp.pipe_id for pp in pipes}) == 1 and sorted(pp.flags & 3 for pp in pipes) == [0, 1]
+    kill_tree(p.pid)
+
+
+def test_multithreaded_python(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [sys.executable, "-c", MT_PY], wait_line=True)
+    ours, theirs, res = ours_then_criu(p.pid, tmp_path)
+    assert res.threads == 4
+    assert len(read_image(ours / "pstree.img").entries[0].threads) == 4
+    assert len(list(ours.glob("core-*.img"))) == 4
+    crit_decodes_all(ours)
+    compare_with_criu(ours, theirs)
+    assert res.pages >= 1024  # the 4 MiB blob
+
+
+def test_pipe_data_is_recorded(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    code = "import os,sys,time\nr,w=os.pipe()\nos.write(w,b'in the pipe')\nprint('ready',flush=True)\ntime.sleep(100)"
+    p = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    res = dump(p.pid, tmp_path / "d", leave_running=True)
+    img = read_image(tmp_path / "d" / "pipes-data.img")
+    full = [(e, x) for e, x in zip(img.entries, img.extra) if e.bytes]
+    assert len(full) == 1 and len(img.entries) == 2  # the buffered pipe and the (drained) stdout pipe
+    assert full[0][0].bytes == len(b"in the pipe") and full[0][1] == b"in the pipe"
+    assert json.loads(crit(tmp_path / "d", "decode", "-i", str(tmp_path / "d" / "pipes-data.img")))["entries"]
+    assert_running_untraced(res.pids)
+
+
+class FailingPlatform(LinuxPlatform):
+    """Fails in the middle of reading memory (after every thread was stopped)."""
+
+    def read_memory_into(self, pid: int, iov: Sequence[tuple[int, int]], buf: memoryview) -> int:
+        raise PlatformError("injected failure while reading memory")
+
+
+def counter_script(path: Path) -> str:
+    return f"i=0; while :; do i=$((i+1)); echo $i > {path}.tmp; mv {path}.tmp {path}; {BUSYBOX} sleep 0.1; done"
+
+
+def read_counter(path: Path) -> int:
+    for _ in range(50):
+        try:
+            return int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    raise AssertionError(f"no counter in {path}")
+
+
+def test_failure_leaves_tree_running(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    p = start(spawn, [BUSYBOX, "sh", "-c", counter_script(counter)])
+    time.sleep(0.3)
+    out = tmp_path / "images"
+    with pytest.raises(CheckpointError, match="injected failure") as err:
+        dump(p.pid, out, tree=True, platform=FailingPlatform())
+    assert "released and running" in str(err.value)
+    assert_running_untraced([p.pid])
+    before = read_counter(counter)
+    time.sleep(0.5)
+    assert read_counter(counter) > before
+    assert list(out.iterdir()) == []  # nothing half-written left behind
+    kill_tree(p.pid)
+
+
+def test_dump_without_leave_running_kills(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [BUSYBOX, "sh", "-c", f"{BUSYBOX} sleep 1000 | {BUSYBOX} cat"])
+    pids = tree_pids(p.pid)
+    res = dump(p.pid, tmp_path / "d", tree=True)
+    assert res.killed and sorted(res.pids) == sorted(pids)
+    wait_gone(pids)
+    crit_decodes_all(tmp_path / "d")
+
+
+def test_cli_checkpoint_json_and_bad_input(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [BUSYBOX, "sleep", "1000"])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "runtime_shim.cli", "checkpoint", "--pid", str(p.pid), "-D", str(tmp_path / "d")]
+    res = subprocess.run([*cmd, "--leave-running", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["pids"] == [p.pid] and summary["killed"] is False and "inventory.img" in summary["images"]
+    assert_running_untraced([p.pid])
+    bad = subprocess.run([*cmd[:4], "--pid", "999999999", "-D", str(tmp_path / "x")], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "no such process" in bad.stderr
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    wait_gone([p.pid])
+
+
+def test_criu_restores_our_dump(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    require("criu")
+    counter = tmp_path / "count"
+    p = start(spawn, [BUSYBOX, "sh", "-c", counter_script(counter)])
+    time.sleep(0.5)
+    res = dump(p.pid, tmp_path / "d", tree=True)
+    last = read_counter(counter)
+    assert last >= 3
+    wait_gone(res.pids)
+    try:
+        r = criu("restore", "-D", str(tmp_path / "d"), "-d", "-o", "restore.log", check=False)
+        assert r.returncode == 0, (tmp_path / "d" / "restore.log").read_text()[-3000:]
+        time.sleep(0.6)
+        now = read_counter(counter)
+        assert now > last and now < last + 20, (last, now)  # went on from where it stopped
+    finally:
+        kill_tree(p.pid)
+    wait_gone([p.pid])
