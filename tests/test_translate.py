@@ -818,3 +818,46 @@ def test_rctl_rule_parse_expands_suffixes() -> None:
     assert RctlRule.parse("jail:w:memoryuse:deny=64m") == RctlRule("w", "memoryuse", "deny", 64 << 20)
     assert str(RctlRule.parse("jail:w:maxproc:deny=5/jail")) == "jail:w:maxproc:deny=5"
     assert str(RctlRule("w", "maxproc", "log", 5, per="user")) == "jail:w:maxproc:log=5/user"
+
+
+def test_mapping_file_really_drives_both_directions(tmp_path: Any) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "version: 1\n"
+        "base_params: {linux.osrelease: '6.1.0', enforce_statfs: 1}\n"
+        "namespaces:\n"
+        "  pid:\n"
+        "    shared: {params: {}}\n"  # site decides a shared pid namespace is acceptable
+        "resources:\n"
+        "  - oci: linux.resources.memory.limit\n"
+        "    rctl: {resource: vmemoryuse, action: deny}\n"
+        "    convert: {kind: scale, factor: 2}\n"
+        "    unlimited: [-1, 0]\n"
+        "  - oci: linux.resources.cpu.shares\n"
+        "    rctl: {resource: nthr, action: deny}\n"
+        "    convert: {kind: scale, factor: 1}\n"
+        "capabilities:\n"
+        "  CAP_SYS_ADMIN: {allow: [allow.mount, allow.mount.nullfs]}\n"
+        "mounts:\n"
+        "  overlay: {fstype: nullfs, options: {keep: [ro]}}\n"
+        "rlimits:\n"
+        "  RLIMIT_RTPRIO: {loss: site says no realtime}\n"
+    )
+    rules = load_rules([site])
+    spec = _namespaces(base_spec(), "pid", None)
+    spec["linux"]["resources"] = {"memory": {"limit": 1000}, "cpu": {"shares": 64}}
+    spec["process"]["capabilities"] = {"bounding": ["CAP_SYS_ADMIN"]}
+    spec["process"]["rlimits"] = [{"type": "RLIMIT_RTPRIO", "soft": 1, "hard": 1}]
+    spec["mounts"] = [{"destination": "/o", "type": "overlay", "source": "/lower", "options": ["ro"]}]
+    plan = oci_to_freebsd(spec, NAME, rules, bundle=BUNDLE)
+    assert rules_of(plan) == ["jail:web:vmemoryuse:deny=2000", "jail:web:nthr:deny=64"]
+    assert plan.params["linux.osrelease"] == "6.1.0" and plan.params["enforce_statfs"] == 1
+    assert plan.params["allow.mount"] is True and plan.params["allow.mount.nullfs"] is True
+    assert plan.mounts == (Mount("nullfs", "/lower", "/o", ("ro",)),)
+    assert plan.losses == (Loss("process.rlimits[0]", {"type": "RLIMIT_RTPRIO", "soft": 1, "hard": 1}, "site says no realtime"),)
+    back, losses = freebsd_to_oci(plan, rules)
+    assert losses == []
+    assert back["linux"]["resources"]["memory"] == {"limit": 1000}
+    assert back["linux"]["resources"]["cpu"] == {"shares": 64}
+    assert back["process"]["capabilities"]["bounding"] == ["CAP_SYS_ADMIN"]
+    assert back["mounts"] == [{"destination": "/o", "type": "bind", "source": "/lower", "options": ["rbind", "ro"]}]
