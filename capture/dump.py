@@ -488,11 +488,11 @@ class Dumper:
 
     def _fd_type(self, f: FdInfo) -> int:
         fd_pb = _pb("fdinfo_pb2")
-        return {
+        return int({
             FdKind.REG: fd_pb.REG, FdKind.PIPE: fd_pb.PIPE, FdKind.FIFO: fd_pb.FIFO,
             FdKind.TTY: fd_pb.TTY, FdKind.UNIX_SOCKET: fd_pb.UNIXSK, FdKind.INET_SOCKET: fd_pb.INETSK,
             FdKind.EVENTFD: fd_pb.EVENTFD, FdKind.MEMFD: fd_pb.MEMFD,
-        }[f.kind]
+        }[f.kind])
 
     def _shared_with(self, pid: int, f: FdInfo) -> int | None:
         """The file id of an already dumped descriptor sharing f's open file."""

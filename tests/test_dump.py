@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -57,6 +57,11 @@ def start(spawn: list[subprocess.Popen[bytes]], argv: Sequence[str], wait_line: 
     else:
         time.sleep(0.3)
     return p
+
+
+def entries(path: Path) -> list[Any]:
+    """Decoded entries of one image (generated protobuf classes are untyped)."""
+    return list(read_image(path).entries)
 
 
 def tree_pids(root: int) -> list[int]:
@@ -136,7 +141,7 @@ def test_busybox_sleep_matches_criu(spawn: list[subprocess.Popen[bytes]], tmp_pa
     for name in ("pstree.img", f"mm-{p.pid}.img", f"fs-{p.pid}.img", f"ids-{p.pid}.img"):
         a, b = read_image(ours / name), read_image(theirs / name)
         assert a.entries[0].ListFields() == b.entries[0].ListFields(), name
-    core_a, core_b = read_image(ours / f"core-{p.pid}.img").entries[0], read_image(theirs / f"core-{p.pid}.img").entries[0]
+    core_a, core_b = entries(ours / f"core-{p.pid}.img")[0], entries(theirs / f"core-{p.pid}.img")[0]
     assert core_a.tc.rlimits == core_b.tc.rlimits
     assert list(core_a.tc.sigactions) == list(core_b.tc.sigactions)
     assert core_a.thread_core.creds == core_b.thread_core.creds
@@ -157,7 +162,7 @@ def test_sh_pipeline_with_regular_file_fd(spawn: list[subprocess.Popen[bytes]], 
     assert sorted(res.pids) == sorted(pids)
     crit_decodes_all(ours)
     compare_with_criu(ours, theirs)
-    files = read_image(ours / "files.img").entries
+    files = entries(ours / "files.img")
     reg = [f.reg for f in files if f.HasField("reg") and f.reg.name == str(log)]
     assert reg and reg[0].pos == len("started\n") and reg[0].flags & 0o2000  # O_APPEND
     pipes = [f.pipe for f in files if f.HasField("pipe")]
@@ -169,7 +174,7 @@ def test_multithreaded_python(spawn: list[subprocess.Popen[bytes]], tmp_path: Pa
     p = start(spawn, [sys.executable, "-c", MT_PY], wait_line=True)
     ours, theirs, res = ours_then_criu(p.pid, tmp_path)
     assert res.threads == 4
-    assert len(read_image(ours / "pstree.img").entries[0].threads) == 4
+    assert len(entries(ours / "pstree.img")[0].threads) == 4
     assert len(list(ours.glob("core-*.img"))) == 4
     crit_decodes_all(ours)
     compare_with_criu(ours, theirs)
@@ -181,7 +186,8 @@ def test_pipe_data_is_recorded(spawn: list[subprocess.Popen[bytes]], tmp_path: P
     p = start(spawn, [sys.executable, "-c", code], wait_line=True)
     res = dump(p.pid, tmp_path / "d", leave_running=True)
     img = read_image(tmp_path / "d" / "pipes-data.img")
-    full = [(e, x) for e, x in zip(img.entries, img.extra) if e.bytes]
+    ents: list[Any] = list(img.entries)
+    full = [(e, x) for e, x in zip(ents, img.extra) if e.bytes]
     assert len(full) == 1 and len(img.entries) == 2  # the buffered pipe and the (drained) stdout pipe
     assert full[0][0].bytes == len(b"in the pipe") and full[0][1] == b"in the pipe"
     assert json.loads(crit(tmp_path / "d", "decode", "-i", str(tmp_path / "d" / "pipes-data.img")))["entries"]

@@ -84,10 +84,11 @@ def test_features_tell_the_truth(child: tuple[int, int, int, int, int, int]) -> 
     assert Feature.FDS in feats and Feature.SOCKET_INFO in feats
     fds = {f.fd: f for f in plat.list_fds(pid)}
     assert fds[wfd].kind is FdKind.PIPE and fds[wfd].pipe_id == os.stat(f"/proc/{pid}/fd/{wfd}").st_ino
-    assert fds[tcp_fd].kind is FdKind.INET_SOCKET and fds[tcp_fd].socket is not None
-    assert fds[tcp_fd].socket.local == f"127.0.0.1:{port}" and fds[tcp_fd].socket.state == 10
-    assert fds[unix_fd].kind is FdKind.UNIX_SOCKET and fds[unix_fd].socket is not None
-    assert fds[unix_fd].socket.type == socket.SOCK_DGRAM
+    tcp, unix = fds[tcp_fd].socket, fds[unix_fd].socket
+    assert fds[tcp_fd].kind is FdKind.INET_SOCKET and tcp is not None
+    assert tcp.local == f"127.0.0.1:{port}" and tcp.state == 10  # TCP_LISTEN
+    assert fds[unix_fd].kind is FdKind.UNIX_SOCKET and unix is not None
+    assert unix.type == socket.SOCK_DGRAM
     assert Feature.PIPE_DATA in feats
     pd = plat.read_pipe_data(pid, wfd, 1 << 16)
     assert pd.data == b"buffered bytes" and pd.capacity >= 4096

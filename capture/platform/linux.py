@@ -39,6 +39,7 @@ from capture.errors import PlatformError
 from capture.platform.base import (
     PAGE_SIZE,
     UNLIMITED,
+    USER_REGS_FIELDS,
     CgroupMembership,
     Clocks,
     ITimer,
@@ -191,8 +192,8 @@ class _UserRegs(ctypes.Structure):
 
 def _ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
     """One ptrace call through python-ptrace's binding; errors -> PlatformError."""
-    from ptrace.binding.func import ptrace as raw_ptrace
-    from ptrace.error import PtraceError
+    from ptrace.binding.func import ptrace as raw_ptrace  # type: ignore[import-untyped]
+    from ptrace.error import PtraceError  # type: ignore[import-untyped]
 
     try:
         result: int = raw_ptrace(request, pid, addr, data)
@@ -910,7 +911,7 @@ class LinuxPlatform:
     def get_regs(self, tid: int) -> ThreadRegs:
         regs = _UserRegs()
         _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
-        return ThreadRegs.from_sequence([getattr(regs, n) for n, _ in _UserRegs._fields_])
+        return ThreadRegs.from_sequence([int(getattr(regs, n)) for n in USER_REGS_FIELDS])
 
     def set_regs(self, tid: int, regs: ThreadRegs) -> None:
         raw = _UserRegs(*[_u64(v) for v in regs.as_tuple()])
@@ -1078,7 +1079,7 @@ class LinuxPlatform:
         if r < 0:
             e = ctypes.get_errno()
             raise PlatformError(f"kcmp({pid1}:{fd1}, {pid2}:{fd2}) failed: {os.strerror(e)}", errno=e)
-        return r == 0
+        return bool(r == 0)
 
     def _tgid(self, tid: int) -> int:
         status = parse_status(self._read(f"{tid}/status"))
