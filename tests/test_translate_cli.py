@@ -234,3 +234,16 @@ def test_demo_placeholder_prints_jail_conf_and_rctl(capsys: pytest.CaptureFixtur
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "demo {" in out and "jail:demo:memoryuse:deny=268435456" in out
+
+
+def test_config_from_stdin_uses_cwd_as_bundle(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "runtime_shim.cli", "translate", "--to", "freebsd", "--name", "s", "-", "--format", "rctl"],
+        input=json.dumps(lossless_spec()),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (res.returncode, res.stdout) == (0, "jail:s:memoryuse:deny=67108864\njail:s:maxproc:deny=10\n"), res.stderr
