@@ -439,6 +439,11 @@ class StagingRestore:
         self.spec: dict[str, Any] = {}
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
+        if spec:
+            raise MigrationError(f"container {container_id}: recreating a container's isolation (namespaces, "
+                                 "cgroup limits, network) on the destination is not wired yet; only plain "
+                                 "processes (--pid) can be migrated, and a container is never restored "
+                                 "without its isolation")
         self.workdir = workdir
         self.spec = spec
         self.store = PageStore(workdir / "pages.bin")
@@ -460,10 +465,6 @@ class StagingRestore:
             raise MigrationError("restore: capture.restore has no restore(image_dir, ...) entry point")
         if rootfs_dir is not None:
             raise MigrationError("restore: applying a rootfs delta is not wired to capture.restore yet")
-        if self.spec:
-            raise MigrationError("restore: recreating the container's isolation (namespaces, cgroup limits, "
-                                 "network) from its spec is not wired yet; only plain processes (--pid) are "
-                                 "restored, and a container is never restored without its isolation")
         try:
             result = fn(str(image_dir), pidns=True)  # the dumped pids live on in a fresh pid namespace
         except HetmigError as err:
