@@ -264,3 +264,64 @@ def test_fault_before_confirm_leaves_the_process_running_on_a(hosts: netns.TestH
         target.kill()
         target.wait()
         agents.close()
+
+
+def test_back_and_forth_a_b_a_b_a(hosts: netns.TestHosts, tmp_path: Path) -> None:
+    """A process hops A -> B -> A -> B -> A through two agents; its counter never restarts or
+    goes back, each hop lands in the right namespace, the agents' descriptors stay flat."""
+    def cli(*args: str) -> str:
+        return subprocess.run(hetmig(*args), env=ENV, check=True, capture_output=True, text=True).stdout.strip()
+
+    sa, sb = tmp_path / "a", tmp_path / "b"
+    fa = cli("agent", "init", "--state-dir", str(sa))
+    fb = cli("agent", "init", "--state-dir", str(sb))
+    cli("agent", "trust", fb, "--cert", str(sb / "cert.pem"), "--state-dir", str(sa))
+    cli("agent", "trust", fa, "--cert", str(sa / "cert.pem"), "--state-dir", str(sb))
+    agents: dict[str, tuple[subprocess.Popen[bytes], str, netns.Host, Path]] = {}
+    out = tmp_path / "counter.out"
+    target: subprocess.Popen[bytes] | None = None
+    try:
+        for name, host, sd in (("a", hosts.a, sa), ("b", hosts.b, sb)):
+            p = host.popen(hetmig("agent", "--listen", f"{host.addr}:0", "--state-dir", str(sd), "--json"),
+                           env=ENV)
+            agents[name] = (p, "", host, sd)
+            assert p.stdout is not None
+            agents[name] = (p, json.loads(p.stdout.readline())["listening"], host, sd)
+        with open(out, "w") as f:
+            target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno())
+        deadline = time.monotonic() + 10
+        while _last_value(out) < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def fds(p: subprocess.Popen[bytes]) -> int:
+            return len(os.listdir(f"/proc/{p.pid}/fd"))
+
+        fds_before = {k: fds(v[0]) for k, v in agents.items()}
+        pid, here = target.pid, "a"
+        for hop in range(4):
+            there = "b" if here == "a" else "a"
+            before = _last_value(out)
+            r = agents[here][2].run(hetmig("migrate", "--pid", str(pid), "--to", agents[there][1], "--state-dir",
+                                           str(agents[here][3]), "--json"), env=ENV, timeout=120)
+            assert r.returncode == 0, f"hop {hop}: {r.stderr}"
+            done = _events(r.stdout)[-1]
+            assert done["outcome"] == "migrated"
+            pid, here = int(done["restored_pid"]), there
+            ident = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True)
+            assert ident.stdout.strip() == agents[here][2].netns
+            time.sleep(0.15)
+            assert _last_value(out) > before, f"hop {hop}: the counter did not continue"
+        vals = _values(out)
+        assert vals == sorted(vals) and len(set(vals)) == len(vals)
+        assert {k: fds(v[0]) for k, v in agents.items()} == fds_before
+    finally:
+        if target is not None:
+            target.kill()
+            target.wait()
+        for p, *_ in agents.values():
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
