@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 
 from capture import dirty
+from capture.errors import PlatformError
 from capture.dirty import PAGE_SIZE, HashTracker, Range, TrackerKind, UffdWpTracker
 
 TARGET = r"""
@@ -125,9 +126,9 @@ def test_merge_runs() -> None:
 
 
 def test_tracker_of_missing_process_fails_clearly() -> None:
-    with pytest.raises(dirty.PlatformError, match="maps"):
+    with pytest.raises(PlatformError, match="maps"):
         dirty.writable_private_ranges(999_999_999)
-    with pytest.raises(dirty.PlatformError, match="mem"):
+    with pytest.raises(PlatformError, match="mem"):
         HashTracker(999_999_999).start()
 
 

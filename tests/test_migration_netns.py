@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -97,7 +97,7 @@ def hosts() -> Iterator[netns.TestHosts]:
         yield h
 
 
-def _events(stdout: str) -> list[dict[str, object]]:
+def _events(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
