@@ -13,8 +13,9 @@ thread), ``mm-PID.img``, ``pagemap-PID.img`` + ``pages-N.img``,
 ``cgroup.img`` (when the tree is not in the dumper's cgroups).
 
 Every image is written through :mod:`capture.images`; pages are read with
-large vectored reads straight into an mmap window of ``pages-N.img`` and
-written sequentially.
+large vectored reads (``process_vm_readv``) into small cache-resident buffers
+and written with ``pwrite`` in file order, by two reader threads that each
+own one contiguous half of ``pages-N.img``.
 
 Success without ``leave_running`` kills the tree. Any failure releases every
 seized thread untouched (running, never left stopped), removes the images
@@ -88,8 +89,8 @@ ERESTARTNOHAND = 514
 ERESTART_RESTARTBLOCK = 516
 EINTR = 4
 
-#: bytes read per mmap window of pages-N.img (bounds the dumper's RSS)
-WINDOW = 64 << 20
+#: bytes one reader copies per vectored read + pwrite (fits in the CPU cache)
+CHUNK = 256 << 10
 #: threads copying one window (process_vm_readv releases the GIL)
 READERS = min(2, os.cpu_count() or 1)
 
@@ -623,13 +624,8 @@ class Dumper:
             entries.append(pe)
         total = sum(n for _, n, _ in runs) * PAGE_SIZE
         path = self.out.raw_path(f"pages-{self.pages_id}.img")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            if total:
-                try:
-                    os.posix_fallocate(fd, 0, total)  # no delayed allocation per faulted page
-                except OSError:
-                    os.ftruncate(fd, total)
             self._read_runs_into(pid, fd, runs, total)
         finally:
             os.close(fd)
@@ -637,87 +633,79 @@ class Dumper:
         self.total_pages += total // PAGE_SIZE
 
     def _read_runs_into(self, pid: int, fd: int, runs: list[tuple[int, int, int]], total: int) -> None:
-        """Vectored reads of all runs into successive mmap windows of the pages file."""
-        pending: list[tuple[int, int]] = [(a, n * PAGE_SIZE) for a, n, _ in runs]
-        file_off = 0
-        i = 0
-        carry: tuple[int, int] | None = None
-        while file_off < total:
-            win = min(WINDOW, total - file_off)
-            m = mmap.mmap(fd, win, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=file_off)
-            try:
-                iov: list[tuple[int, int]] = []
-                room = win
-                while room and (carry is not None or i < len(pending)):
-                    if carry is None:
-                        carry = pending[i]
-                        i += 1
-                    a, n = carry
-                    take = min(n, room)
-                    iov.append((a, take))
-                    room -= take
-                    carry = (a + take, n - take) if take < n else None
-                mv = memoryview(m)
-                try:
-                    got = self._parallel_read(pid, iov, mv)
-                finally:
-                    mv.release()
-                if got != win:
-                    raise CheckpointError(f"pid {pid}: read {got} of {win} bytes of memory")
-                try:
-                    m.madvise(mmap.MADV_DONTNEED)  # drop the window from our RSS
-                except (AttributeError, OSError):
-                    pass
-            finally:
-                m.close()
-            file_off += win
+        """Copy every run into the pages file at its offset, sequentially per reader.
 
-    def _parallel_read(self, pid: int, iov: list[tuple[int, int]], mv: memoryview) -> int:
-        """Read *iov* into *mv* with READERS threads (the copy releases the GIL)."""
-        total = sum(n for _, n in iov)
-        if READERS < 2 or total < 8 << 20:
-            return self.p.read_memory_into(pid, iov, mv)
-        share = -(-total // READERS // PAGE_SIZE) * PAGE_SIZE
-        parts: list[tuple[list[tuple[int, int]], int]] = []  # (iov, dest offset)
-        cur: list[tuple[int, int]] = []
-        cur_bytes = 0
-        dest = 0
-        for a, n in iov:
-            while n:
-                take = min(n, share - cur_bytes)
-                cur.append((a, take))
-                cur_bytes += take
-                a += take
-                n -= take
-                if cur_bytes == share:
-                    parts.append((cur, dest))
-                    dest += cur_bytes
-                    cur, cur_bytes = [], 0
-        if cur:
-            parts.append((cur, dest))
-        results: list[int | BaseException] = [0] * len(parts)
+        READERS threads each take a contiguous share of the file; each reads
+        up to CHUNK bytes of runs with one vectored read into its own small
+        (cache-resident) buffer and writes them with one pwrite. Full-page
+        writes let the page cache skip zeroing, and the copy releases the GIL.
+        """
+        if total == 0:
+            return
+        readers = READERS if total >= 8 << 20 else 1
+        share = -(-total // readers // PAGE_SIZE) * PAGE_SIZE
+        shares: list[list[tuple[int, int, int]]] = [[] for _ in range(readers)]
+        fo = 0
+        for a, n, _ in runs:
+            ln = n * PAGE_SIZE
+            while ln:
+                k = min(fo // share, readers - 1)
+                end = share * (k + 1) if k < readers - 1 else total
+                take = min(ln, end - fo)
+                shares[k].append((a, take, fo))
+                a, ln, fo = a + take, ln - take, fo + take
+        errors: list[BaseException] = []
 
-        def work(i: int) -> None:
-            piov, off = parts[i]
+        def work(part: list[tuple[int, int, int]]) -> None:
             try:
-                results[i] = self.p.read_memory_into(pid, piov, mv[off:])
+                self._copy_share(pid, fd, part)
             except BaseException as err:  # re-raised in the calling thread
-                results[i] = err
+                errors.append(err)
 
         import threading
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(1, len(parts))]
+        threads = [threading.Thread(target=work, args=(part,)) for part in shares[1:] if part]
         for t in threads:
             t.start()
-        work(0)
+        work(shares[0])
         for t in threads:
             t.join()
-        got = 0
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            got += r
-        return got
+        if errors:
+            raise errors[0]
+
+    def _copy_share(self, pid: int, fd: int, part: list[tuple[int, int, int]]) -> None:
+        """Copy (address, length, file offset) segments, CHUNK bytes per read+pwrite."""
+        buf = mmap.mmap(-1, CHUNK)
+        mv = memoryview(buf)
+        iov: list[tuple[int, int]] = []
+        filled = 0
+        start = part[0][2] if part else 0
+
+        def flush() -> None:
+            with mv[:filled] as view:
+                got = self.p.read_memory_into(pid, iov, view)
+                if got != filled:
+                    raise CheckpointError(f"pid {pid}: read {got} of {filled} bytes of memory")
+                done = 0
+                while done < filled:
+                    with view[done:] as rest:
+                        done += os.pwrite(fd, rest, start + done)
+
+        try:
+            for a, ln, fo in part:
+                while ln:
+                    if filled == CHUNK or (iov and fo != start + filled):
+                        flush()
+                        iov, filled, start = [], 0, fo
+                    take = min(ln, CHUNK - filled)
+                    iov.append((a, take))
+                    filled += take
+                    a, ln, fo = a + take, ln - take, fo + take
+            if filled:
+                flush()
+        finally:
+            mv.release()
+            buf.close()
 
     # -- threads -------------------------------------------------------------
     def _write_cores(self, pid: int, info: ProcessInfo, tids: Sequence[int]) -> None:

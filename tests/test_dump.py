@@ -274,3 +274,42 @@ def test_criu_restores_our_dump(spawn: list[subprocess.Popen[bytes]], tmp_path: 
     finally:
         kill_tree(p.pid)
     wait_gone([p.pid])
+
+
+PATTERN_PY = r"""
+import ctypes, mmap, struct, time
+n = 4096  # 16 MiB: both reader threads get a share
+m = mmap.mmap(-1, n * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(n):
+    if i % 7 != 3:  # leave holes: never-touched pages are not dumped
+        m[i * 4096:i * 4096 + 16] = struct.pack("<QQ", 0xC0FFEE, i)
+print("ready", ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)
+time.sleep(1000)
+"""
+
+
+def test_page_contents_and_holes(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    import struct
+
+    p = subprocess.Popen([sys.executable, "-c", PATTERN_PY], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    spawn.append(p)
+    assert p.stdout is not None
+    word, addr_s = p.stdout.readline().split()
+    assert word == b"ready"
+    base = int(addr_s)
+    d = tmp_path / "d"
+    dump(p.pid, d, leave_running=True)
+    pm = entries(d / f"pagemap-{p.pid}.img")
+    pages = (d / f"pages-{pm[0].pages_id}.img").read_bytes()
+    assert len(pages) == sum(e.nr_pages for e in pm[1:]) * 4096
+    seen: set[int] = set()
+    off = 0
+    for e in pm[1:]:
+        for k in range(e.nr_pages):
+            va = e.vaddr + k * 4096
+            if base <= va < base + 4096 * 4096:
+                i = (va - base) // 4096
+                assert struct.unpack_from("<QQ", pages, off) == (0xC0FFEE, i), hex(va)
+                seen.add(i)
+            off += 4096
+    assert seen == {i for i in range(4096) if i % 7 != 3}
