@@ -173,7 +173,8 @@ def _parent_runtime() -> tuple[str, str]:
 
 
 def _translate_detached(store: StateDir, cid: str, bundle: str) -> None:
-    """Compute the translation in a double-forked worker with stdio on /dev/null.
+    """Compute the translation in a double-forked worker with stdio on /dev/null,
+    scheduled SCHED_IDLE (it only gets CPU no one else wants).
 
     runc waits for the hook and for EOF on the pipes it gave it; the
     grandchild holds none of them, so the hook returns at once.
@@ -190,7 +191,11 @@ def _translate_detached(store: StateDir, cid: str, bundle: str) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        os.nice(10)  # never compete with the container runtime for the CPU
+        # never compete with the container runtime: run only when a CPU is idle
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            os.nice(19)
         _translate_and_store(store, cid, bundle)
         os._exit(0)
     except BaseException:

@@ -38,8 +38,10 @@ def make_hooks_dir(dest: Path, state_dir: Path) -> Path:
         assert data["version"] == "1.0.0"
         stage = data["stages"][0]
         assert data["hook"]["args"][-1] == stage
+        # the shipped arguments, after our interpreter, launcher and private state dir
+        shipped = data["hook"]["args"][1:]
         data["hook"]["path"] = PYTHON
-        data["hook"]["args"] = [PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(state_dir), stage]
+        data["hook"]["args"] = [PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(state_dir), *shipped]
         data["hook"]["env"] = hook_env()
         (dest / src.name).write_text(json.dumps(data))
     return dest
