@@ -106,3 +106,32 @@ def ns_pid(host_pid: int) -> list[int]:
             if line.startswith("NSpid:"):
                 return [int(x) for x in line.split()[1:]]
     return [host_pid]
+
+
+def our_dump(pid: int, image_dir: Path, timeout: float = 60, *,
+             leave_running: bool = False) -> subprocess.CompletedProcess[str]:
+    """Dump *pid*'s tree with hetmig's own engine (killing it), in a child process.
+
+    Uses ``hetmig checkpoint`` when that verb exists, else capture.dump.dump.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if (REPO / "runtime_shim" / "cli" / "checkpoint.py").exists():
+        cmd = [sys.executable, "-m", "runtime_shim.cli", "checkpoint", "--pid", str(pid), "-D", str(image_dir),
+               "--tree"] + (["--leave-running"] if leave_running else [])
+    else:
+        code = ("import sys; from capture.dump import dump; "
+                "dump(int(sys.argv[1]), sys.argv[2], tree=True, leave_running=sys.argv[3] == '1')")
+        cmd = [sys.executable, "-c", code, str(pid), str(image_dir), "1" if leave_running else "0"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def fd_positions(image_dir: Path) -> dict[str, int]:
+    """Path -> position of every regular file open in the image set."""
+    from capture.images import read_image
+
+    out: dict[str, int] = {}
+    for fe in read_image(image_dir / "files.img").entries:
+        if fe.HasField("reg"):
+            out[fe.reg.name] = int(fe.reg.pos)
+    return out

@@ -1,0 +1,141 @@
+"""hetmig's dump restored by hetmig's restore, and by real ``criu restore``.
+
+The programs (counter, clock_gettime, sh pipeline, multi-threaded Python) are
+dumped with hetmig's engine (``hetmig checkpoint``, killing them), restored,
+and must go on counting from their last value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.programs.build import build_programs
+from tests.programs.harness import (
+    fd_positions,
+    first_field,
+    image_pids,
+    kill_pids,
+    lines,
+    our_dump,
+    restore_detached,
+    start,
+    tree_digest,
+    wait_gone,
+    wait_lines,
+)
+from tests.support.tools import BUSYBOX, criu, require
+from tests.test_restore_criu import check_continues
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_programs(tmp_path_factory.mktemp("programs"))
+
+
+@pytest.fixture
+def restored() -> Iterator[list[int]]:
+    pids: list[int] = []
+    yield pids
+    kill_pids(pids)
+    wait_gone(pids)
+
+
+def dump_ours(proc: subprocess.Popen[bytes], image_dir: Path, *, leave_running: bool = False) -> list[int]:
+    """Dump with hetmig; with *leave_running* the process is SIGKILLed by the test right after."""
+    try:
+        res = our_dump(proc.pid, image_dir, leave_running=leave_running)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("hetmig dump did not finish within 60 s")
+    if res.returncode != 0:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"hetmig dump failed ({res.returncode}): {res.stderr[-2000:]}")
+    if leave_running:
+        proc.kill()
+    proc.wait(timeout=10)
+    pids = image_pids(image_dir)
+    wait_gone(pids)
+    return pids
+
+
+def test_counter_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 5)
+    pids = dump_ours(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    digest = tree_digest(tmp_path / "img")
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    assert doc["root_pid"] == pids[0]
+    check_continues(out, last)
+    assert tree_digest(tmp_path / "img") == digest
+
+
+def test_clock_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "clock.log"
+    proc = start([str(programs["clock"]), str(out)])
+    wait_lines(out, 5)
+    dump_ours(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    got = check_continues(out, last)
+    mono = [int(x.split()[1]) for x in got]
+    assert mono == sorted(mono)
+
+
+def test_sh_pipeline_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "pipe.log"
+    proc = start([BUSYBOX, "sh", str(programs["pipeline.sh"]), str(out)])
+    wait_lines(out, 6)
+    pids = dump_ours(proc, tmp_path / "img")
+    assert len(pids) >= 3
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.extend(doc["pids"].values())
+    check_continues(out, last)
+
+
+def test_threads_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "threads.log"
+    proc = start([sys.executable, str(programs["threads.py"]), str(out)])
+    wait_lines(out, 5)
+    # dumped with --leave-running and killed by the test (the dump's own kill
+    # of a multi-threaded tree is the dump's business); the log is cut back to
+    # the size its descriptor had in the image, i.e. to the dump instant
+    pids = dump_ours(proc, tmp_path / "img", leave_running=True)
+    assert len(pids) == 4
+    size = fd_positions(tmp_path / "img")[str(out)]
+    os.truncate(out, size)
+    last = [int(x) for x in lines(out)[-1].split()]
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    got = check_continues(out, last[0])
+    final = [int(x) for x in got[-1].split()]
+    assert all(final[i] > last[i] for i in (1, 2, 3)), (last, final)
+
+
+def test_ours_dump_restored_by_real_criu(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    require("criu")
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 5)
+    pids = dump_ours(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    res = criu("restore", "-D", str(tmp_path / "img"), "--restore-detached", "-o", "restore.log", check=False)
+    if os.path.exists(f"/proc/{pids[0]}"):
+        restored.append(pids[0])
+    assert res.returncode == 0, (tmp_path / "img" / "restore.log").read_text(errors="replace")[-3000:]
+    restored.append(pids[0])
+    check_continues(out, last)
