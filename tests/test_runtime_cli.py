@@ -29,9 +29,10 @@ def hr(root: Path, *args: str, stdio: tuple[int, int, int] | None = None,
     """Run hetmig-runtime from this checkout."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     argv = [PYTHON, "-m", "runtime_shim.runtime_cli", "--root", str(root), *args]
+    res: subprocess.CompletedProcess[str]
     if stdio is not None:
-        res = subprocess.run(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=env, timeout=120)
-        res = subprocess.CompletedProcess(argv, res.returncode, "", "")
+        raw = subprocess.run(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], env=env, timeout=120)
+        res = subprocess.CompletedProcess(argv, raw.returncode, "", "")
     else:
         res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     if check and res.returncode != 0:

@@ -69,7 +69,7 @@ def test_bad_ids_refused(bad: str) -> None:
 def test_records_are_immutable() -> None:
     r = record()
     with pytest.raises(AttributeError, match="immutable"):
-        r.pid = 1  # type: ignore[misc]
+        r.pid = 1
 
 
 def test_state_dir_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
