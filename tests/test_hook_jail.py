@@ -73,3 +73,21 @@ def test_created_rolls_back_on_rctl_failure(tmp_path: Path, bundle: Path) -> Non
     first_rule = adds[0][2]
     assert runner.command_lines()[-1] == f"rctl -r {first_rule}"
     assert store.ids() == []
+
+
+def test_jail_mode_arguments(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.test_hook_common import HOOK_LAUNCHER, PYTHON, REPO
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYTHON, "-S", str(HOOK_LAUNCHER), "--state-dir", str(tmp_path / "s"), *args],
+                              capture_output=True, text=True, env={"PYTHONPATH": str(REPO)}, timeout=30)
+
+    res = run("jail", "created", "web")
+    assert res.returncode == 2 and "jail created: --bundle DIR is required" in res.stderr
+    res = run("jail", "started", "web")
+    assert res.returncode == 2 and "expected `jail created NAME --bundle DIR` or `jail poststop NAME`" in res.stderr
+    res = run("jail", "poststop", "../x")
+    assert res.returncode == 2 and "container id '../x' is not valid" in res.stderr
+    assert not (tmp_path / "s").exists()

@@ -101,6 +101,13 @@ def test_podman_export_import_export_restore(
     with tarfile.open(ours) as tar:
         members = set(tar.getnames())
     assert {"checkpoint/inventory.img", "config.dump", "spec.dump", "hetmig.json"} <= members
+    # and hetmig reads its own (gzip) export back: the same images, byte for byte
+    again = tmp_path / "again"
+    assert json.loads(hetmig("import", str(ours), "-D", str(again), "--json").stdout)["compression"] == "gzip"
+    doc2 = json.loads((again / "hetmig.json").read_text())
+    assert {k: v for k, v in doc2["checksums"].items() if not k.startswith("podman/")} == {
+        k: v for k, v in doc["checksums"].items() if not k.startswith("podman/")
+    }
 
     podman("rm", "-f", "-t", "0", src)
     podman("container", "restore", "--import", str(ours), "--name", dst)
