@@ -206,3 +206,30 @@ def test_restore_without_detach_waits_for_exit_status(tmp_path: Path, programs: 
         if waiter.poll() is None:
             waiter.kill()
             waiter.wait()
+
+
+def test_fpu_registers_survive(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    """ymm15 holds a pattern across the restore (xsave SSE + AVX state restored)."""
+    # the program really notices a lost register: clobber ymm15 in a live copy
+    probe_out = tmp_path / "probe.log"
+    probe = start([str(programs["fpu"]), str(probe_out)])
+    wait_lines(probe_out, 2)
+    from capture.platform import linux_inject as li
+
+    li.seize(probe.pid, li.PTRACE_O_EXITKILL)
+    li.interrupt(probe.pid)
+    xs = bytearray(li.get_xstate(probe.pid))
+    xs[160 + 15 * 16 : 160 + 16 * 16] = b"\0" * 16  # xmm15 := 0
+    li.set_xstate(probe.pid, bytes(xs))
+    li.detach(probe.pid)
+    assert probe.wait(timeout=5) == 4, "fpu.c did not notice a clobbered ymm15: the test would be vacuous"
+
+    out = tmp_path / "fpu.log"
+    proc = start([str(programs["fpu"]), str(out)])
+    wait_lines(out, 4)
+    criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    check_continues(out, last, restored_count=8)
+    assert os.path.exists(f"/proc/{doc['root_pid']}")

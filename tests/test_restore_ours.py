@@ -139,3 +139,14 @@ def test_ours_dump_restored_by_real_criu(tmp_path: Path, programs: dict[str, Pat
     assert res.returncode == 0, (tmp_path / "img" / "restore.log").read_text(errors="replace")[-3000:]
     restored.append(pids[0])
     check_continues(out, last)
+
+
+def test_fpu_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "fpu.log"
+    proc = start([str(programs["fpu"]), str(out)])
+    wait_lines(out, 4)
+    dump_ours(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    check_continues(out, last, restored_count=8)

@@ -12,13 +12,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def build_programs(dest: Path) -> dict[str, Path]:
-    """Compile counter.c and clock.c into *dest*; copy the scripts next to them."""
+    """Compile counter.c, clock.c and fpu.c into *dest*; copy the scripts next to them."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc not installed (run scripts/provision.sh)")
     dest.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    for name in ("counter", "clock"):
+    for name in ("counter", "clock", "fpu"):
         target = dest / name
         subprocess.run([gcc, "-O1", "-o", str(target), str(HERE / f"{name}.c")], check=True)
         out[name] = target
