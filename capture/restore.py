@@ -983,7 +983,8 @@ class _Restorer:
         out: dict[int, str] = {}
         path = os.path.join(self.iset.directory, "files.img")
         if os.path.exists(path):
-            for fe in read_image(path).entries:
+            entries: list[Any] = list(read_image(path).entries)
+            for fe in entries:
                 if fe.HasField("reg"):
                     out[fe.id] = fe.reg.name
         return out
@@ -1014,7 +1015,7 @@ def _innermost_pid(host_tid: int) -> int:
 
 def _caps(words: Any) -> int:
     w = list(words) + [0, 0]
-    return (w[0] & 0xFFFFFFFF) | ((w[1] & 0xFFFFFFFF) << 32)
+    return int(w[0] & 0xFFFFFFFF) | (int(w[1] & 0xFFFFFFFF) << 32)
 
 
 def _cap_last_cap() -> int:

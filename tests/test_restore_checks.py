@@ -64,7 +64,8 @@ def no_fork(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def pid_of(images: Path) -> int:
-    return int(read_image(images / "pstree.img").entries[0].pid)
+    first: Any = read_image(images / "pstree.img").entries[0]
+    return int(first.pid)
 
 
 def edit(images: Path, name: str, fn: Callable[[Any], None]) -> None:
@@ -183,7 +184,7 @@ def test_unrestorable_fd_kind_refused_naming_kind_fd_pid(images: Path, no_fork: 
     pid = pid_of(images)
     name = next(p.name for p in images.glob("fdinfo-*.img"))
     fds = read_image(images / name)
-    target = fds.entries[-1]
+    target: Any = fds.entries[-1]
 
     def to_socket(img: Any) -> None:
         for fe in img.entries:
@@ -203,7 +204,8 @@ def test_changed_mapped_file_refused(images: Path, tmp_path: Path, no_fork: None
     from capture.restore import restore
 
     files = read_image(images / "files.img")
-    exe = next(fe.reg for fe in files.entries if fe.HasField("reg") and fe.reg.name.endswith("/counter"))
+    entries: list[Any] = list(files.entries)
+    exe = next(fe.reg for fe in entries if fe.HasField("reg") and fe.reg.name.endswith("/counter"))
     copy = tmp_path / "counter-copy"
     shutil.copy2(exe.name, copy)
     with open(copy, "ab") as fh:

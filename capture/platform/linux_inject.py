@@ -40,7 +40,7 @@ import platform as host_platform
 import signal
 import struct
 from dataclasses import dataclass, field
-from typing import Final, Iterable, Sequence
+from typing import Callable, Final, Iterable, Sequence
 
 from capture.errors import PlatformError
 from capture.platform.base import USER_REGS_FIELDS, Rseq, ThreadRegs
@@ -326,7 +326,7 @@ def get_rseq(tid: int) -> Rseq | None:
 # push rbx; mov r8,rdx; mov eax,edi; mov ecx,esi; cpuid;
 # mov [r8],eax; mov [r8+4],ebx; mov [r8+8],ecx; mov [r8+12],edx; pop rbx; ret
 _CPUID_CODE: Final = bytes.fromhex("534989d089f889f10fa241890041895804418948084189500c5bc3")
-_cpuid_fn: "ctypes._CFuncPtr | None" = None
+_cpuid_fn: Callable[[int, int, int], None] | None = None
 _cpuid_mem: mmap.mmap | None = None
 
 

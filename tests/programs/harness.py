@@ -59,9 +59,9 @@ def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> None:
 def image_pids(image_dir: Path) -> list[int]:
     from capture.images import read_image
 
-    tree = read_image(image_dir / "pstree.img")
+    entries: list[Any] = list(read_image(image_dir / "pstree.img").entries)
     out: list[int] = []
-    for e in tree.entries:
+    for e in entries:
         out.extend(list(e.threads) or [e.pid])
     return out
 
@@ -131,7 +131,8 @@ def fd_positions(image_dir: Path) -> dict[str, int]:
     from capture.images import read_image
 
     out: dict[str, int] = {}
-    for fe in read_image(image_dir / "files.img").entries:
+    entries: list[Any] = list(read_image(image_dir / "files.img").entries)
+    for fe in entries:
         if fe.HasField("reg"):
             out[fe.reg.name] = int(fe.reg.pos)
     return out
