@@ -74,6 +74,7 @@ PE_LAZY = 1 << 1
 PE_PRESENT = 1 << 2
 
 TASK_ALIVE = 0x1
+TASK_DEAD = 0x2
 TASK_STOPPED = 0x3
 
 MAP_SHARED = 0x01
@@ -367,6 +368,24 @@ class Dumper:
         self.total_pages = 0
         self.threads = 0
         self.feats = platform.features()
+        self.vids: dict[int, int] = {}  # global pid/tid -> id in the tree's pid namespace
+
+    def v(self, pid: int) -> int:
+        return self.vids.get(pid, pid)
+
+    def dump_zombie(self, pid: int, info: ProcessInfo) -> None:
+        """A zombie is only its pstree entry and a core with its exit code (CRIU's shape)."""
+        core_pb = _pb("core_pb2")
+        c = core_pb.core_entry()
+        c.mtype = core_pb.core_entry.X86_64
+        tc = c.tc
+        tc.task_state = TASK_DEAD
+        tc.exit_code = info.exit_code
+        tc.personality = 0
+        tc.flags = 0
+        tc.blk_sigset = 0
+        tc.comm = info.comm
+        self.out.write(f"core-{self.v(pid)}.img", [c])
 
     # -- helpers ---------------------------------------------------------
     def _fown(self) -> Any:
@@ -427,9 +446,9 @@ class Dumper:
         self.out.write(f"fdinfo-{files_id}.img", fdinfos)
         fs_e = _pb("fs_pb2").fs_entry()
         fs_e.cwd_id, fs_e.root_id, fs_e.umask = cwd_id, root_id, fs.umask
-        self.out.write(f"fs-{pid}.img", [fs_e])
+        self.out.write(f"fs-{self.v(pid)}.img", [fs_e])
         ids_e = self._kobj_ids(pid, files_id)
-        self.out.write(f"ids-{pid}.img", [ids_e])
+        self.out.write(f"ids-{self.v(pid)}.img", [ids_e])
         self._write_cores(pid, info, tids)
 
     def _kobj_ids(self, pid: int, kobj: int) -> Any:
@@ -609,7 +628,7 @@ class Dumper:
                 runs.append((addr, n, fl))
         e.dumpable = mm.dumpable
         e.thp_disabled = mm.thp_disabled
-        self.out.write(f"mm-{pid}.img", [e])
+        self.out.write(f"mm-{self.v(pid)}.img", [e])
         self._write_pages(pid, merge_runs(runs))
 
     def _write_pages(self, pid: int, runs: list[tuple[int, int, int]]) -> None:
@@ -629,7 +648,7 @@ class Dumper:
             self._read_runs_into(pid, fd, runs, total)
         finally:
             os.close(fd)
-        self.out.write(f"pagemap-{pid}.img", entries)
+        self.out.write(f"pagemap-{self.v(pid)}.img", entries)
         self.total_pages += total // PAGE_SIZE
 
     def _read_runs_into(self, pid: int, fd: int, runs: list[tuple[int, int, int]], total: int) -> None:
@@ -798,7 +817,7 @@ class Dumper:
                 tc.child_subreaper = extras.child_subreaper
             else:
                 th.blk_sigset = ti.sigblocked
-            self.out.write(f"core-{tid}.img", [c])
+            self.out.write(f"core-{self.v(tid)}.img", [c])
             self.threads += 1
 
     # -- shared images ------------------------------------------------------
@@ -941,13 +960,19 @@ def dump(
     t_frozen = 0.0
     try:
         pids = collect_tree(platform, pid, tree)
+        zombies: set[int] = set()
         for p in pids:
-            seized.seize_process(p)
+            if platform.process_info(p).state in ("Z", "X"):
+                zombies.add(p)  # cannot be seized; recorded as dead
+            else:
+                seized.seize_process(p)
         if tree:  # children forked while we were stopping the parents
-            again = collect_tree(platform, pid, tree)
-            for p in again:
-                if p not in seized.seized:
-                    seized.seize_process(p)
+            for p in collect_tree(platform, pid, tree):
+                if p not in seized.seized and p not in zombies:
+                    if platform.process_info(p).state in ("Z", "X"):
+                        zombies.add(p)
+                    else:
+                        seized.seize_process(p)
                     pids.append(p)
         t_frozen = time.monotonic()
         own_ns = platform.namespaces(os.getpid())
@@ -956,15 +981,30 @@ def dump(
         for kind in ("pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"):
             dumper.ids.ns_id(kind, getattr(own_ns, kind))
         infos = {p: platform.process_info(p) for p in pids}
+        for p in pids:
+            if p not in zombies and platform.namespaces(p).pid != target_ns.pid:
+                raise CheckpointError(f"pid {p} is in a nested pid namespace below the one of pid {pid}; "
+                                      "not supported")
+            dumper.vids[p] = infos[p].vpid or p
+            if target_ns.pid != own_ns.pid and (infos[p].vpgid == 0 or infos[p].vsid == 0):
+                raise CheckpointError(f"the session or process group leader of pid {p} is outside its pid "
+                                      "namespace (start the tree with setsid inside the namespace)")
+            for t in seized.seized.get(p, []):
+                dumper.vids[t] = platform.thread_info(p, t).vtid or t
         pstree_pb = _pb("pstree_pb2")
         pstree = []
         for p in pids:
             info = infos[p]
             e = pstree_pb.pstree_entry()
-            e.pid = p
-            e.ppid = info.ppid if p != pid else 0
-            e.pgid, e.sid = info.pgid, info.sid
-            e.threads.extend(seized.seized[p])
+            e.pid = dumper.v(p)
+            e.ppid = dumper.v(info.ppid) if p != pid else 0
+            e.pgid, e.sid = info.vpgid or info.pgid, info.vsid or info.sid
+            if p in zombies:
+                e.threads.append(dumper.v(p))
+                pstree.append(e)
+                dumper.dump_zombie(p, info)
+                continue
+            e.threads.extend(dumper.v(t) for t in seized.seized[p])
             pstree.append(e)
             dumper.dump_process(p, info, seized.seized[p], own_ns)
         dumper.write_shared(pid, pstree, own_ns, target_ns, platform.cgroups(os.getpid()), platform.cgroups(pid))

@@ -101,7 +101,7 @@ def assert_running_untraced(pids: Sequence[int]) -> None:
         status = Path(f"/proc/{pid}/status").read_text()
         assert "TracerPid:\t0\n" in status, status
         state = status.split("State:\t", 1)[1][0]
-        assert state in "RS", f"pid {pid} in state {state}"
+        assert state in "RSZ", f"pid {pid} in state {state}"  # never left stopped (t/T)
 
 
 def crit_decodes_all(d: Path) -> None:
@@ -313,3 +313,42 @@ def test_page_contents_and_holes(spawn: list[subprocess.Popen[bytes]], tmp_path:
                 seen.add(i)
             off += 4096
     assert seen == {i for i in range(4096) if i % 7 != 3}
+
+
+def test_zombie_in_tree_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [BUSYBOX, "sh", "-c", f"{BUSYBOX} true & exec {BUSYBOX} sleep 1000"])
+    (zombie,) = tree_pids(p.pid)[1:]
+    assert Path(f"/proc/{zombie}/stat").read_text().split(") ")[1][0] == "Z"
+    ours, theirs, res = ours_then_criu(p.pid, tmp_path)
+    assert zombie in res.pids
+    core = entries(ours / f"core-{zombie}.img")[0]
+    assert core.tc.task_state == 2 and not core.HasField("thread_info")  # TASK_DEAD
+    assert core.tc == entries(theirs / f"core-{zombie}.img")[0].tc
+    assert crit(ours, "x", str(ours), "ps") == crit(theirs, "x", str(theirs), "ps")
+    kill_tree(p.pid)
+
+
+def test_pid_namespace_uses_virtual_pids(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    require("unshare")
+    p = start(spawn, ["unshare", "--pid", "--fork", BUSYBOX, "setsid", BUSYBOX, "sh", "-c",
+                      f"{BUSYBOX} sleep 1000 & {BUSYBOX} sleep 1000"])
+    time.sleep(0.3)
+    init = int(Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()[0])
+    ours, theirs, res = ours_then_criu(init, tmp_path)
+    tree = entries(ours / "pstree.img")
+    assert [(e.pid, e.ppid, e.pgid, e.sid) for e in tree] == [(1, 0, 1, 1), (2, 1, 1, 1)]
+    assert (ours / "core-1.img").exists() and (ours / "mm-2.img").exists()
+    assert [list(e.threads) for e in tree] == [[1], [2]]
+    compare_with_criu(ours, theirs)
+    kill_tree(p.pid)
+
+
+def test_session_leader_outside_pid_namespace_is_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    require("unshare")
+    p = start(spawn, ["unshare", "--pid", "--fork", BUSYBOX, "sleep", "1000"])
+    time.sleep(0.3)
+    init = int(Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()[0])
+    with pytest.raises(CheckpointError, match="outside its pid namespace"):
+        dump(init, tmp_path / "d", tree=True)
+    assert_running_untraced([init])
+    kill_tree(p.pid)

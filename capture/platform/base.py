@@ -190,6 +190,7 @@ class ThreadInfo:
     sched_policy: int
     sched_nice: int
     seccomp_mode: int  # 0 disabled, 1 strict, 2 filter
+    vtid: int = 0  # tid in the process's own pid namespace (0: same as tid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +362,11 @@ class ProcessInfo:
     exe: str
     threads: tuple[int, ...]
     oom_score_adj: int = 0
+    exit_code: int = 0  # wait status of a zombie
+    # ids in the process's own pid namespace (0: same as the global ones)
+    vpid: int = 0
+    vpgid: int = 0
+    vsid: int = 0
     loginuid: int = 0xFFFF_FFFF
     child_subreaper: bool = False
 

@@ -241,6 +241,7 @@ class StatFields:
     arg_end: int
     env_start: int
     env_end: int
+    exit_code: int
 
 
 def parse_stat(text: str) -> StatFields:
@@ -264,6 +265,7 @@ def parse_stat(text: str) -> StatFields:
         nice=f(19), num_threads=f(20), start_code=f(26), end_code=f(27), start_stack=f(28),
         exit_signal=f(38), policy=f(41), start_data=f(45), end_data=f(46), start_brk=f(47),
         arg_start=f(48), arg_end=f(49), env_start=f(50), env_end=f(51),
+        exit_code=f(52) if len(rest) >= 50 else 0,
     )
 
 
@@ -282,6 +284,12 @@ def _status_int(st: dict[str, str], key: str, base: int = 10, default: int | Non
             return default
         raise PlatformError(f"/proc status: field {key!r} missing")
     return int(st[key].split()[0], base)
+
+
+def _ns_last(st: dict[str, str], key: str) -> int:
+    """Innermost id of an NSpid/NSpgid/NSsid line (the process's own pid namespace)."""
+    vals = st.get(key, "").split()
+    return int(vals[-1]) if vals else 0
 
 
 def creds_from_status(st: dict[str, str]) -> Creds:
@@ -516,6 +524,17 @@ class LinuxPlatform:
     def process_info(self, pid: int) -> ProcessInfo:
         st = parse_stat(self._read(f"{pid}/stat"))
         status = parse_status(self._read(f"{pid}/status"))
+        dead = st.state in ("Z", "X")
+
+        def link(rel: str) -> str:
+            # a zombie has no cwd, root or exe any more
+            if dead:
+                try:
+                    return os.readlink(self.proc / rel)
+                except OSError:
+                    return ""
+            return self._readlink(rel)
+
         try:
             oom = int(self._read(f"{pid}/oom_score_adj").strip())
         except PlatformError:
@@ -527,16 +546,17 @@ class LinuxPlatform:
         return ProcessInfo(
             pid=pid, ppid=st.ppid, pgid=st.pgid, sid=st.sid, comm=st.comm, state=st.state,
             flags=st.flags, exit_signal=st.exit_signal,
-            personality=int(self._read(f"{pid}/personality").strip(), 16),
+            personality=int(self._read(f"{pid}/personality").strip() or "0", 16) if not dead else 0,
             creds=creds_from_status(status),
             umask=_status_int(status, "Umask", 8, 0o22),
             sigblocked=_status_int(status, "SigBlk", 16),
             sigignored=_status_int(status, "SigIgn", 16),
             sigcaught=_status_int(status, "SigCgt", 16),
             rlimits=parse_limits(self._read(f"{pid}/limits")),
-            cwd=self._readlink(f"{pid}/cwd"), root=self._readlink(f"{pid}/root"),
-            exe=self._readlink(f"{pid}/exe"), threads=self.list_threads(pid),
-            oom_score_adj=oom, loginuid=loginuid,
+            cwd=link(f"{pid}/cwd"), root=link(f"{pid}/root"),
+            exe=link(f"{pid}/exe"), threads=self.list_threads(pid),
+            oom_score_adj=oom, loginuid=loginuid, exit_code=st.exit_code,
+            vpid=_ns_last(status, "NSpid"), vpgid=_ns_last(status, "NSpgid"), vsid=_ns_last(status, "NSsid"),
         )
 
     def thread_info(self, pid: int, tid: int) -> ThreadInfo:
@@ -548,6 +568,7 @@ class LinuxPlatform:
             sigpending=_status_int(status, "SigPnd", 16),
             sched_policy=st.policy, sched_nice=st.nice,
             seccomp_mode=_status_int(status, "Seccomp", 10, 0),
+            vtid=_ns_last(status, "NSpid"),
         )
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
