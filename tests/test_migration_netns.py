@@ -215,7 +215,7 @@ def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("fault", ["kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore",
-                                   "kill-restore"])
+                                   "kill-restore", "drop-finish", "kill-finish"])
 def test_fault_before_confirm_leaves_the_process_running_on_a(hosts: netns.TestHosts, tmp_path: Path,
                                                                fault: str) -> None:
     agents = Agents(hosts, tmp_path, fault=fault)
@@ -229,7 +229,20 @@ def test_fault_before_confirm_leaves_the_process_running_on_a(hosts: netns.TestH
         r = agents.migrate("--pid", str(target.pid), "--precopy-rounds", "3", "--max-downtime", "0")
         kinds = [e["event"] for e in _events(r.stdout)]
         assert r.returncode == 1, r.stdout + r.stderr
-        assert "rolled-back" in kinds and "done" not in kinds
+        if fault == "kill-finish":
+            # the agent died between CONFIRM and FINISH: its held copy died with it
+            # (PTRACE_O_EXITKILL), but the source cannot know that; it stays stopped
+            # and says so rather than risk two copies
+            assert "outcome unknown" in r.stderr and "left stopped (SIGSTOP)" in r.stderr
+            assert "status-failed" in kinds and "done" not in kinds
+            assert _proc_state(target.pid) == "T" and _tracer(target.pid) == 0
+            assert [p for p in netns.netns_pids(hosts.b.netns) if p != agents.agent.pid] == []
+            os.kill(target.pid, 18)  # SIGCONT, as the message says
+        else:
+            assert "rolled-back" in kinds and "done" not in kinds
+        if fault == "drop-finish":
+            assert {"finish-unconfirmed", "status"} <= set(kinds), r.stdout
+            assert [e for e in _events(r.stdout) if e["event"] == "status"][-1]["phase"] == "aborted", r.stdout
         if fault == "fail-restore":
             assert "injected fault fail-restore: restore refused" in r.stderr
         # exactly one host runs it: A, untraced, not stopped, counting on

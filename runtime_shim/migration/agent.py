@@ -19,7 +19,11 @@ Session order (anything else is a protocol error that aborts the migration):
     FILE_BEGIN FILE_DATA* FILE_END   image files into migrations/<id>/images/
     ROOTFS_BEGIN ROOTFS_DATA* ROOTFS_END   checked tar, extracted to rootfs/
     COMMIT -> CONFIRM | ERROR        restore
-    FINISH -> ACK                    the source is gone; migration done
+    FINISH -> ACK                    release the restored copy (held stopped under
+                                    ptrace with EXITKILL until now); the source
+                                    destroys its copy only after this ACK
+    STATUS -> ACK {phase}            (instead of HELLO) outcome of an earlier
+                                    migration of the same peer
     ABORT (any time)                 roll back
 
 ``status.json`` in the migration directory records the phase (written
@@ -50,7 +54,8 @@ LOG = logging.getLogger("hetmig.agent")
 # Fault injection for the fault tests (hidden CLI flag --inject-fault): "kill-" ends
 # the agent process at once (as SIGKILL would), "drop-" closes the connection
 # without a word, "fail-" raises a restore refusal.
-FAULTS = ("kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore", "kill-restore")
+FAULTS = ("kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore", "kill-restore",
+          "drop-finish", "kill-finish")
 ROOTFS_TAR = "rootfs-delta.tar"
 
 
@@ -62,6 +67,7 @@ class AgentConfig:
     restore_factory: Callable[[], DestinationRestore] = StagingRestore
     fault: str | None = None                   # tests: inject a failure (see FAULTS)
     handshake_timeout: float = 10.0
+    status_wait: float = 15.0                  # STATUS waits this long for a live session to end
     idle_timeout: float = 120.0
     max_connections: int = 16
 
@@ -268,6 +274,8 @@ class Session:
                 frame = wire.read_frame(self.sock, self.limits)
                 if not self._dispatch(frame):
                     break
+        except _SessionOver:
+            pass
         except HetmigError as err:
             code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
             LOG.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
@@ -293,8 +301,31 @@ class Session:
             except OSError:
                 pass
 
+    def _status_query(self, msg: dict[str, Any]) -> None:
+        """STATUS instead of HELLO: the outcome of an earlier migration of this peer."""
+        mid = wire.get_str(msg, "migration_id", "status", pattern=wire.MIGRATION_ID_RE)
+        path = self.agent.migrations / mid / "status.json"
+        deadline = time.monotonic() + self.agent.config.status_wait
+        while True:
+            try:
+                status = json.loads(path.read_text())
+            except (OSError, ValueError):
+                raise ProtocolError(f"status.migration_id={mid} is unknown here") from None
+            if status.get("peer") != self.fingerprint:
+                raise ProtocolError(f"status.migration_id={mid} belongs to another peer")
+            phase = str(status.get("phase"))
+            if phase in ("done", "aborted") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # the old session is still ending
+        self.phase = "status"
+        self._send(MsgType.ACK, {"migration_id": mid, "phase": phase})
+
     def _hello(self) -> None:
-        msg = wire.expect(wire.read_frame(self.sock, self.limits), MsgType.HELLO).json()
+        first = wire.expect(wire.read_frame(self.sock, self.limits), MsgType.HELLO, MsgType.STATUS)
+        if first.mtype == MsgType.STATUS:
+            self._status_query(first.json())
+            raise _SessionOver()
+        msg = first.json()
         version = wire.get_int(msg, "version", "hello", hi=1 << 16)
         if version != wire.PROTOCOL_VERSION:
             raise ProtocolError(f"hello.version={version} is not supported (expected {wire.PROTOCOL_VERSION})")
@@ -328,6 +359,8 @@ class Session:
             self._fault("final")
         elif t == MsgType.COMMIT:
             self._fault("restore")
+        elif t == MsgType.FINISH:
+            self._fault("finish")
         if t == MsgType.ABORT:
             msg = frame.json()
             LOG.info("migration %s aborted by the source: %s", self.migration_id,
@@ -584,16 +617,15 @@ class Session:
         self._send(MsgType.CONFIRM, {"pid": restored.pid, **restored.detail})
 
     def _rollback(self, reason: str) -> None:
-        if self.confirmed and self.phase != "done":
-            # the destination already runs the container; the source decides (it has
-            # not destroyed its copy unless it saw our CONFIRM). Keep it, record it.
-            self._status("confirmed-unfinished", reason=reason)
+        # Before FINISH the restored copy is held stopped and is killed here: the
+        # source only destroys its copy after our ACK of FINISH.
+        if self.phase == "done":
             return
         if self.restore is not None:
             try:
                 self.restore.abort()
-            except HetmigError as err:
-                LOG.warning("abort of migration %s failed: %s", self.migration_id, err)
+            except Exception as err:  # cleanup must go on to record the outcome
+                LOG.warning("abort of migration %s failed: %s: %s", self.migration_id, type(err).__name__, err)
         if self.dir is not None:
             self._close_uploads()
             for sub in ("images", "rootfs"):
@@ -606,6 +638,10 @@ class Session:
             self._status("aborted", reason=reason[:2000])
         else:
             self.phase = "aborted"
+
+
+class _SessionOver(Exception):
+    """A STATUS session ended normally."""
 
 
 class _CodedError(MigrationError):

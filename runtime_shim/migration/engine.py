@@ -437,6 +437,7 @@ class StagingRestore:
         self.workdir: Path | None = None
         self.restored: Any = None
         self.spec: dict[str, Any] = {}
+        self._held: list[tuple[int, int]] = []  # (tid, signal to re-inject on release)
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
         if spec:
@@ -470,15 +471,61 @@ class StagingRestore:
         except HetmigError as err:
             raise MigrationError(f"restore failed: {err}") from err
         self.restored = result
+        self._hold(result)
         return Restored(int(result.root_pid), {"pids": {str(k): v for k, v in result.pids.items()},
                                                "warnings": list(result.warnings),
                                                "restore_seconds": round(float(result.seconds), 6)})
 
+    def _hold(self, result: Any) -> None:
+        """Stop the restored tree under ptrace (EXITKILL: if the agent dies, so does the
+        copy) until the source is gone; FINISH lets it run, anything else kills it."""
+        from capture.platform import linux_inject as li
+
+        try:
+            for pid in result.pids.values():
+                for name in os.listdir(f"/proc/{pid}/task"):
+                    tid = int(name)
+                    li.seize(tid, li.PTRACE_O_EXITKILL)
+                    self._held.append((tid, 0))
+                    stop = li.interrupt(tid)
+                    self._held[-1] = (tid, int(getattr(stop, "signal", 0) or 0))
+        except (HetmigError, OSError) as err:
+            self._kill_restored()
+            raise MigrationError(f"restored tree could not be held until the source is gone: {err}") from err
+
+    def _kill_restored(self) -> None:
+        result, self.restored = self.restored, None
+        if result is None:
+            return
+        targets = [int(result.init_pid)] if getattr(result, "init_pid", 0) else []
+        targets += [int(p) for p in result.pids.values()]
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for tid, _sig in self._held:
+            try:
+                os.waitpid(tid, 0x40000000)  # __WALL: collect our tracee
+            except ChildProcessError:
+                pass
+        self._held = []
+
     def finish(self) -> None:
+        from capture.platform import linux_inject as li
+
+        held, self._held = self._held, []
+        for tid, sig in held:
+            try:
+                li.detach(tid, sig)
+            except HetmigError:
+                pass
+        self.restored = None
         if self.store is not None:
             self.store.close()
 
     def abort(self) -> None:
+        self._kill_restored()
         if self.store is not None:
             self.store.close()
             try:

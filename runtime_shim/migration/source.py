@@ -400,19 +400,65 @@ class Migration:
             if cause is not err:
                 raise cause from err
             raise
-        # confirmed: the destination runs it. Only now is the source destroyed.
+        # Confirmed: the destination holds the restored copy stopped. FINISH releases
+        # it; only after the agent's ACK is our copy destroyed.
         self.report.restored_pid = wire.get_int(confirm, "pid", "confirm", hi=1 << 31)
+        outcome = self._finish()
+        if outcome == "aborted":
+            self._roll_back(MigrationError("the agent did not receive FINISH and dropped its copy"), False)
+            raise MigrationError(f"migration {self.migration_id}: the connection failed before the agent "
+                                 f"took over; the source runs on")
+        if outcome != "done":
+            self._leave_stopped()
+            raise MigrationError(
+                f"migration {self.migration_id}: outcome unknown (the agent at {self.opts.host}:{self.opts.port} "
+                f"cannot be asked); the source pid(s) {self.source.describe().pids} are left stopped (SIGSTOP): "
+                f"if the destination does not run the container, `kill -CONT` them")
         self.report.downtime_ms = round((time.monotonic() - (frozen_at or time.monotonic())) * 1000, 3)
         self.source.destroy()
-        try:
-            self.conn.send(MsgType.FINISH, {})
-            self.conn.recv(MsgType.ACK)
-        finally:
-            self.conn.close()
         self.report.total_ms = round((time.monotonic() - t_start) * 1000, 3)
         self.report.outcome = "migrated"
         self._emit("done", **self.report.to_json())
         return self.report
+
+    def _finish(self) -> str:
+        """'done' when the agent released its copy, 'aborted' when it dropped it, else 'unknown'."""
+        assert self.conn is not None
+        try:
+            self.conn.send(MsgType.FINISH, {})
+            self.conn.recv(MsgType.ACK)
+            self.conn.close()
+            return "done"
+        except HetmigError as err:
+            self._emit("finish-unconfirmed", reason=str(err)[:500])
+            self.conn.close()
+        for attempt in range(3):
+            try:
+                conn = Connection(self.opts)
+                try:
+                    conn.send(MsgType.STATUS, {"migration_id": self.migration_id})
+                    phase = wire.get_str(conn.recv(MsgType.ACK), "phase", "status", max_len=64)
+                finally:
+                    conn.close()
+                self._emit("status", phase=phase)
+                if phase in ("done", "aborted"):
+                    return phase
+            except HetmigError as err:
+                self._emit("status-failed", attempt=attempt + 1, reason=str(err)[:500])
+            time.sleep(1.0)
+        return "unknown"
+
+    def _leave_stopped(self) -> None:
+        """Outcome unknown: keep the source stopped (SIGSTOP) after our ptrace freeze ends."""
+        import signal
+
+        for pid in self.source.describe().pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        self.source.thaw()  # releases ptrace; SIGSTOP keeps it stopped
+        self.report.outcome = "unknown-left-stopped"
 
     def _roll_back(self, err: BaseException, tracking: bool) -> None:
         """Before CONFIRM: the source runs on as if nothing happened."""

@@ -66,6 +66,7 @@ class MsgType(enum.IntEnum):
     ERROR = 18           # either side: code, message
     ACK = 19             # agent -> source: generic acknowledgement
     PAGES_IMAGE = 20     # source -> agent: build pages-N.img from pre-copied pages (name, pid, size)
+    STATUS = 21          # source -> agent, first message of a new connection: migration_id
 
 
 RAW_TYPES = frozenset({MsgType.PAGES, MsgType.FILE_DATA, MsgType.ROOTFS_DATA})
