@@ -233,3 +233,41 @@ def test_fpu_registers_survive(tmp_path: Path, programs: dict[str, Path], restor
     restored.append(doc["root_pid"])
     check_continues(out, last, restored_count=8)
     assert os.path.exists(f"/proc/{doc['root_pid']}")
+
+
+def test_restore_with_root(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    """--root ROOTFS: every path of the image is opened inside ROOTFS and the tree is chrooted there."""
+    import shutil
+    import stat
+
+    from capture.images import read_image
+
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)], cwd=tmp_path)
+    wait_lines(out, 3)
+    criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    host_lines = len(lines(out))
+    rootfs = tmp_path / "rootfs"
+    entries: list[object] = list(read_image(tmp_path / "img" / "files.img").entries)
+    for fe in entries:
+        reg = getattr(fe, "reg")
+        if not getattr(fe, "HasField")("reg"):
+            continue
+        src = Path(reg.name)
+        dest = rootfs / reg.name.lstrip("/")
+        if src.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif stat.S_ISCHR(os.stat(src).st_mode):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                os.mknod(dest, 0o666 | stat.S_IFCHR, os.stat(src).st_rdev)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+    doc = restore_detached(tmp_path / "img", "--root", str(rootfs))
+    restored.append(doc["root_pid"])
+    inner = rootfs / str(out).lstrip("/")
+    check_continues(inner, last)
+    assert len(lines(out)) == host_lines, "the restored process wrote outside its root"
+    assert os.readlink(f"/proc/{doc['root_pid']}/root") == str(rootfs)
