@@ -271,3 +271,44 @@ def test_restore_with_root(tmp_path: Path, programs: dict[str, Path], restored: 
     check_continues(inner, last)
     assert len(lines(out)) == host_lines, "the restored process wrote outside its root"
     assert os.readlink(f"/proc/{doc['root_pid']}/root") == str(rootfs)
+
+
+def test_shell_job_terminal_handed_over(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    """A process whose stdio was a terminal gets the restorer's terminal (criu --shell-job style)."""
+    import json
+    import pty
+
+    master, slave = pty.openpty()
+    out = tmp_path / "count.log"
+    try:
+        proc = subprocess.Popen([str(programs["counter"]), str(out)], stdin=slave, stdout=slave, stderr=slave,
+                                start_new_session=True)
+        wait_lines(out, 3)
+        images = tmp_path / "img"
+        images.mkdir()
+        res = criu("dump", "-t", str(proc.pid), "-D", str(images), "-o", "dump.log", "--shell-job", check=False)
+        assert res.returncode == 0, res.stderr
+        proc.wait(timeout=10)
+        wait_gone(image_pids(images))
+    finally:
+        os.close(slave)
+        os.close(master)
+    last = first_field(lines(out)[-1])
+    # no terminal on the restorer's stdio: refused, nothing started
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    cmd = [sys.executable, "-m", "runtime_shim.cli", "restore", "-D", str(images), "--detach", "--json"]
+    res2 = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
+    assert res2.returncode == 3 and "terminal" in res2.stderr, res2.stderr
+    master2, slave2 = pty.openpty()
+    try:
+        res3 = subprocess.run(cmd, stdin=slave2, capture_output=True, text=True, env=env)
+        assert res3.returncode == 0, res3.stderr
+        pid = json.loads(res3.stdout)["root_pid"]
+        restored.append(pid)
+        check_continues(out, last)
+        tty = os.ttyname(slave2)
+        for fd in (0, 1, 2):
+            assert os.readlink(f"/proc/{pid}/fd/{fd}") == tty
+    finally:
+        os.close(slave2)
+        os.close(master2)
