@@ -334,13 +334,17 @@ def test_pid_namespace_uses_virtual_pids(spawn: list[subprocess.Popen[bytes]], t
                       f"{BUSYBOX} sleep 1000 & {BUSYBOX} sleep 1000"])
     time.sleep(0.3)
     init = int(Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()[0])
-    ours, theirs, res = ours_then_criu(init, tmp_path)
-    tree = entries(ours / "pstree.img")
-    assert [(e.pid, e.ppid, e.pgid, e.sid) for e in tree] == [(1, 0, 1, 1), (2, 1, 1, 1)]
-    assert (ours / "core-1.img").exists() and (ours / "mm-2.img").exists()
-    assert [list(e.threads) for e in tree] == [[1], [2]]
-    compare_with_criu(ours, theirs)
-    kill_tree(p.pid)
+    try:
+        ours, theirs, res = ours_then_criu(init, tmp_path)
+        tree = entries(ours / "pstree.img")
+        assert [(e.pid, e.ppid, e.pgid, e.sid) for e in tree] == [(1, 0, 1, 1), (2, 1, 1, 1)]
+        assert (ours / "core-1.img").exists() and (ours / "mm-2.img").exists()
+        assert [list(e.threads) for e in tree] == [[1], [2]]
+        compare_with_criu(ours, theirs)
+    finally:
+        os.kill(init, 9)  # the namespace's init: takes the rest of the namespace with it
+        wait_gone([init])
+        kill_tree(p.pid)
 
 
 def test_session_leader_outside_pid_namespace_is_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
