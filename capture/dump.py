@@ -423,6 +423,12 @@ class Dumper:
     def dump_process(self, pid: int, info: ProcessInfo, tids: Sequence[int], own_ns: NamespaceIds) -> None:
         if info.state in ("Z", "X"):
             raise CheckpointError(f"pid {pid} is a zombie (state {info.state}); cannot dump it")
+        if info.shared_pending:
+            raise CheckpointError(f"pid {pid}: signals 0x{info.shared_pending:x} are pending for the process; "
+                                  "dumping pending signals is not implemented")
+        if info.posix_timers:
+            raise CheckpointError(f"pid {pid}: {info.posix_timers} POSIX timer(s) (timer_create); "
+                                  "dumping them is not implemented")
         vmas = merge_vvar(self.p.read_maps(pid))
         self._check_vmas(pid, vmas)
         mm = self.p.mm_info(pid)

@@ -356,3 +356,29 @@ def test_session_leader_outside_pid_namespace_is_refused(spawn: list[subprocess.
         dump(init, tmp_path / "d", tree=True)
     assert_running_untraced([init])
     kill_tree(p.pid)
+
+
+def test_posix_timer_and_pending_signal_are_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    code = (
+        "import ctypes, signal, os, time\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "tid = ctypes.c_void_p()\n"
+        "assert libc.timer_create(1, None, ctypes.byref(tid)) == 0\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(1000)\n"
+    )
+    p = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    with pytest.raises(CheckpointError, match="POSIX timer"):
+        dump(p.pid, tmp_path / "a", leave_running=True)
+    assert_running_untraced([p.pid])
+    code = (
+        "import signal, os, time\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(1000)\n"
+    )
+    q = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    with pytest.raises(CheckpointError, match="pending"):
+        dump(q.pid, tmp_path / "b", leave_running=True)
+    assert_running_untraced([q.pid])

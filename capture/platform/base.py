@@ -363,6 +363,8 @@ class ProcessInfo:
     threads: tuple[int, ...]
     oom_score_adj: int = 0
     exit_code: int = 0  # wait status of a zombie
+    shared_pending: int = 0  # signals pending for the whole process (mask)
+    posix_timers: int = 0  # number of timer_create() timers
     # ids in the process's own pid namespace (0: same as the global ones)
     vpid: int = 0
     vpgid: int = 0

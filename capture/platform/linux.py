@@ -536,6 +536,10 @@ class LinuxPlatform:
             return self._readlink(rel)
 
         try:
+            timers = self._read(f"{pid}/timers").count("ID:")
+        except PlatformError:
+            timers = 0
+        try:
             oom = int(self._read(f"{pid}/oom_score_adj").strip())
         except PlatformError:
             oom = 0
@@ -556,6 +560,7 @@ class LinuxPlatform:
             cwd=link(f"{pid}/cwd"), root=link(f"{pid}/root"),
             exe=link(f"{pid}/exe"), threads=self.list_threads(pid),
             oom_score_adj=oom, loginuid=loginuid, exit_code=st.exit_code,
+            shared_pending=_status_int(status, "ShdPnd", 16, 0), posix_timers=timers,
             vpid=_ns_last(status, "NSpid"), vpgid=_ns_last(status, "NSpgid"), vsid=_ns_last(status, "NSsid"),
         )
 
