@@ -14,8 +14,11 @@ format. Every flag accepted is honoured or rejected with an error (exit 2);
 runc flags hetmig does not implement are listed explicitly and refused with
 a message saying so.
 
-On FreeBSD the same verbs are implemented with jail(8)/jexec/jls/rctl by
-:mod:`runtime_shim.backends.freebsd` (UNTESTED on a real FreeBSD host).
+With ``--backend jail`` (or $HETMIG_BACKEND=jail, for FreeBSD) create, start,
+state, kill, delete, list and features are implemented with
+jail(8)/jexec/jls/rctl by :mod:`runtime_shim.backends.jail_runtime` (UNTESTED
+on a real FreeBSD host; tested with a recording runner); ``--root`` is then
+its state directory. Checkpoint/restore are refused there for now.
 
 stdout carries data only (state/list/features JSON, list tables).
 """
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="debug logging")
     p.add_argument("--systemd-cgroup", action="store_true", help="use systemd cgroups (passed to the delegate)")
     p.add_argument("--delegate", help="runc, crun or a path (default $HETMIG_DELEGATE or runc)")
+    p.add_argument("--backend", choices=("linux", "jail"), default=None,
+                   help="linux (delegate to runc/crun) or jail (FreeBSD jail(8); UNTESTED on a real FreeBSD "
+                        "host); default $HETMIG_BACKEND or linux")
     p.add_argument("-v", "--version", action="store_true", help="print the version")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_GLOBAL_WITH_VALUE = ("--root", "--log", "--log-format", "--delegate")
+_GLOBAL_WITH_VALUE = ("--root", "--log", "--log-format", "--delegate", "--backend")
 
 
 def split_passthrough(argv: Sequence[str]) -> tuple[list[str], str, list[str]] | None:
@@ -225,7 +231,66 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def dispatch_jail(args: argparse.Namespace) -> int:
+    """The verbs on FreeBSD jails (untested on a real FreeBSD host)."""
+    from runtime_shim.backends.jail_runtime import DEFAULT_JAIL_STATE, JailRuntime
+
+    if args.systemd_cgroup:
+        raise BadInputError("--systemd-cgroup has no meaning with --backend jail")
+    if args.delegate:
+        raise BadInputError("--delegate has no meaning with --backend jail")
+    rt = JailRuntime(state_root=args.root or DEFAULT_JAIL_STATE)
+    verb = args.verb
+    if verb == "create":
+        for flag, value in (("--console-socket", args.console_socket), ("--no-pivot", args.no_pivot),
+                            ("--no-new-keyring", args.no_new_keyring), ("--preserve-fds", args.preserve_fds)):
+            if value:
+                raise BadInputError(f"{flag} is not supported with --backend jail")
+        return rt.create(args.id, os.path.abspath(args.bundle), pid_file=args.pid_file)
+    if verb == "start":
+        return rt.start(args.id)
+    if verb == "state":
+        _print_json(rt.state(args.id))
+        return 0
+    if verb == "kill":
+        return rt.kill(args.id, args.signal, all_processes=args.all)
+    if verb == "delete":
+        return rt.delete(args.id, force=args.force)
+    if verb == "list":
+        rows = rt.list()
+        if args.quiet:
+            for r in rows:
+                sys.stdout.write(f"{r['id']}\n")
+        elif args.format == "json":
+            _print_json(rows)
+        else:
+            _print_table(rows)
+        return 0
+    if verb == "features":
+        _print_json(rt.features())
+        return 0
+    raise BadInputError(f"{verb} is not available with --backend jail (the capture engine's FreeBSD platform "
+                        "is not wired to the jail backend yet)")
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    header = ("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")
+    table = [header] + [
+        (str(r.get("id", "")), str(r.get("pid", "")), str(r.get("status", "")),
+         str(r.get("bundle", "")), str(r.get("created", "")), str(r.get("owner", "")))
+        for r in rows
+    ]
+    widths = [max(len(t[i]) for t in table) for i in range(len(header))]
+    for t in table:
+        sys.stdout.write("  ".join(t[i].ljust(widths[i]) for i in range(len(header))).rstrip() + "\n")
+
+
 def dispatch(args: argparse.Namespace) -> int:
+    backend_name = args.backend or os.environ.get("HETMIG_BACKEND") or "linux"
+    if backend_name not in ("linux", "jail"):
+        raise BadInputError(f"HETMIG_BACKEND={backend_name!r} (expected linux or jail)")
+    if backend_name == "jail":
+        return dispatch_jail(args)
     from runtime_shim.backends.linux import (
         CheckpointOptions,
         GlobalOptions,
@@ -274,15 +339,7 @@ def dispatch(args: argparse.Namespace) -> int:
         elif args.format == "json":
             _print_json(rows)
         else:
-            header = ("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")
-            table = [header] + [
-                (str(r.get("id", "")), str(r.get("pid", "")), str(r.get("status", "")),
-                 str(r.get("bundle", "")), str(r.get("created", "")), str(r.get("owner", "")))
-                for r in rows
-            ]
-            widths = [max(len(t[i]) for t in table) for i in range(len(header))]
-            for t in table:
-                sys.stdout.write("  ".join(t[i].ljust(widths[i]) for i in range(len(header))).rstrip() + "\n")
+            _print_table(rows)
         return 0
     if verb == "features":
         _print_json(backend.features())
