@@ -151,8 +151,9 @@ def _values(path: Path) -> list[int]:
 def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> None:
     agents = Agents(hosts, tmp_path)
     out = tmp_path / "counter.out"
+    # its own session, as a container's init is: a migrated tree must hold its session leader
     with open(out, "w") as f:
-        target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno())
+        target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno(), start_new_session=True)
     restored = 0
     try:
         deadline = time.monotonic() + 10
@@ -220,8 +221,9 @@ def test_fault_before_confirm_leaves_the_process_running_on_a(hosts: netns.TestH
                                                                fault: str) -> None:
     agents = Agents(hosts, tmp_path, fault=fault)
     out = tmp_path / "counter.out"
+    # its own session, as a container's init is: a migrated tree must hold its session leader
     with open(out, "w") as f:
-        target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno())
+        target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno(), start_new_session=True)
     try:
         deadline = time.monotonic() + 10
         while _last_value(out) < 100 and time.monotonic() < deadline:
@@ -300,8 +302,9 @@ def test_back_and_forth_a_b_a_b_a(hosts: netns.TestHosts, tmp_path: Path) -> Non
             agents[name] = (p, "", host, sd)
             assert p.stdout is not None
             agents[name] = (p, json.loads(p.stdout.readline())["listening"], host, sd)
+        # its own session, as a container's init is: a migrated tree must hold its session leader
         with open(out, "w") as f:
-            target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno())
+            target = hosts.a.popen([sys.executable, "-c", COUNTER], stdout=f.fileno(), start_new_session=True)
         deadline = time.monotonic() + 10
         while _last_value(out) < 100 and time.monotonic() < deadline:
             time.sleep(0.02)

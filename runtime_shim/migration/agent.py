@@ -98,7 +98,7 @@ class Agent:
                 status = json.loads(status_path.read_text())
             except (OSError, ValueError):
                 status = {"migration_id": mdir.name, "phase": "unknown"}
-            if status.get("phase") in ("done", "aborted", "confirmed-unfinished", "confirmed"):
+            if status.get("phase") in ("done", "aborted"):  # "confirmed": the held copy died with the agent
                 continue
             for sub in ("images", "rootfs"):
                 shutil.rmtree(mdir / sub, ignore_errors=True)

@@ -95,9 +95,9 @@ class Host:
 
     def popen(self, cmd: Sequence[str], *, env: dict[str, str] | None = None,
               stdout: int | None = subprocess.PIPE, stderr: int | None = subprocess.PIPE,
-              ) -> subprocess.Popen[bytes]:
+              start_new_session: bool = False) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.argv(cmd), stdout=stdout, stderr=stderr,
-                                stdin=subprocess.DEVNULL, env=env)
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=start_new_session)
 
 
 class TestHosts:
