@@ -204,7 +204,7 @@ def test_checkpoint_restore_counter_native(tmp_path: Path, runc_root: Runc) -> N
     bundle = make_bundle(
         tmp_path / "bundle",
         rootfs,
-        ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /data/counter; sleep 0.05; done"],
+        ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /data/counter; sleep 0.1; done"],
     )
     counter = rootfs / "data" / "counter"
     runc_root.create_piped(cid, bundle)

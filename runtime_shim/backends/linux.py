@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 HETMIG_JSON = "hetmig.json"
 HETMIG_JSON_VERSION = 1
 DELEGATES = ("runc", "crun")
+NATIVE_DUMP_ATTEMPTS = 3
 
 
 class Engine(Enum):
@@ -475,7 +476,20 @@ class LinuxBackend:
         # exit of a container init it is not the parent of and hangs. Between
         # release and kill the tree runs for a few ms: its side effects in that
         # window are not in the images.
-        dump_mod.dump(pid, opts.image_path, leave_running=True, tree=True)
+        # A child that exits while the tree is being seized (a shell's short
+        # `sleep`) makes the dump fail with the tree released and running:
+        # that is safe to retry.
+        for attempt in range(1, NATIVE_DUMP_ATTEMPTS + 1):
+            try:
+                dump_mod.dump(pid, opts.image_path, leave_running=True, tree=True)
+                break
+            except CheckpointError as err:
+                if attempt == NATIVE_DUMP_ATTEMPTS or "released and running" not in str(err):
+                    raise
+                log.info("native dump attempt %d of %s failed (%s); retrying", attempt, container_id, err)
+                for leftover in Path(opts.image_path).iterdir():
+                    if leftover.is_file():
+                        leftover.unlink()
         if not opts.leave_running:
             self.captured("kill", container_id, "KILL")
             res = self.captured("delete", "--force", container_id)
