@@ -449,11 +449,13 @@ def test_protocol_is_implemented_and_features_tell_the_truth(plat: FreeBSDPlatfo
     plat.write_memory(PID, 0x400010, b"xyz")
     # ... and undeclared ones refuse by name, or answer "none" truthfully
     assert len(plat.sigactions(PID, LWPS[0])) == 64
-    for call, args in (("read_pipe_data", (PID, 3, 10)), ("clear_tid_address", (LWPS[0],)), ("clocks", ()),
+    for call, args in (("read_pipe_data", (PID, 3, 10)), ("clear_tid_address", (LWPS[0],)),
                        ("same_open_file", (PID, 1, PID, 2)), ("uts", (PID,))):
         with pytest.raises(PlatformError, match=call):
             getattr(plat, call)(*args)
     assert plat.rseq(LWPS[0]) is None
+    clocks = plat.clocks()  # CLOCK_MONOTONIC for both (no time namespaces on FreeBSD)
+    assert clocks.monotonic_ns > 0 and clocks.boottime_ns == clocks.monotonic_ns
     assert plat.namespaces(PID) == NamespaceIds()
     assert plat.cgroups(PID) == ()
     # seize is not a seize: the target was sent SIGSTOP via PT_ATTACH

@@ -45,7 +45,8 @@ Refused (``PlatformError`` naming the call), because neither the reference
 nor the Linuxulator offers a way: ``read_pipe_data`` (a non-consuming peek
 needs tee(2), whose Linuxulator status is unknown), ``clear_tid_address``
 (the Linuxulator has no PR_GET_TID_ADDRESS),
-``same_open_file`` (kcmp is a Linuxulator dummy), ``uts`` and ``clocks``.
+``same_open_file`` (kcmp is a Linuxulator dummy) and ``uts``. ``clocks`` answers
+CLOCK_MONOTONIC for both clocks (no time namespaces on FreeBSD).
 Answered truthfully as "none": ``rseq`` (Linuxulator rseq always fails with
 ENOSYS, so no thread has one), ``namespaces`` (FreeBSD has none: all 0),
 ``cgroups`` (none). Known approximations, also in docs/freebsd.md: linprocfs
@@ -61,6 +62,7 @@ import ctypes
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Final, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -1135,7 +1137,7 @@ class FreeBSDPlatform:
         threads = t.lwps if t is not None and t.lwps else self.list_threads(pid)
         return ProcessInfo(
             pid=pid, ppid=stat_int(3), pgid=stat_int(4), sid=stat_int(5), comm=status.get("Name", st[1]),
-            state=(status.get("State", st[2]) or "?")[0], flags=stat_int(8),
+            state=self._state(pid, status.get("State", st[2])), flags=stat_int(8),
             exit_signal=stat_int(37) or 17,  # field 38; linprocfs may report 0: then Linux SIGCHLD
             personality=0, creds=self._creds_from_status(status),
             umask=self._umask(pid, status),
@@ -1163,9 +1165,21 @@ class FreeBSDPlatform:
         prio = self._remote_syscall(tid, LINUX_SYS_GETPRIORITY, 0, 0)
         status = parse_linprocfs_status(self._read(f"{pid}/status"))
         return ThreadInfo(
-            tid=tid, comm=status.get("Name", ""), state=(status.get("State", "?") or "?")[0],
+            tid=tid, comm=status.get("Name", ""), state=self._state(pid, status.get("State", "?")),
             sigblocked=blocked, sigpending=pending, sched_policy=policy, sched_nice=20 - prio, seccomp_mode=0,
         )
+
+    def _state(self, pid: int, text: str) -> str:
+        """The Linux state letter. linprocfs has no tracing-stop state: a
+        process stopped by *this* tracer shows ``T (stopped)`` there, which
+        the engine would record as a job-control stop (TASK_STOPPED) and a
+        restore would leave stopped; it is reported as ``t`` (tracing stop,
+        what Linux shows) instead. Found with the interface double."""
+        letter = (text or "?")[0]
+        t = self._traced.get(pid)
+        if letter == "T" and t is not None and t.stopped:
+            return "t"
+        return letter
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
         return vmas_from_linprocfs_maps(self._read(f"{pid}/maps"))
@@ -1260,7 +1274,11 @@ class FreeBSDPlatform:
         raise self._refuse("uts", "linprocfs has no hostname node; the jail's host.hostname is read with jls")
 
     def clocks(self) -> Clocks:
-        raise self._refuse("clocks", "no time namespaces on FreeBSD")
+        """CLOCK_MONOTONIC for both values (FreeBSD has no time namespaces and
+        this module uses no separate suspend-inclusive clock). The timens
+        image only tells a Linux restorer where the clocks stood at dump time."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return Clocks(monotonic_ns=now, boottime_ns=now)
 
     def cgroups(self, pid: int) -> tuple[CgroupMembership, ...]:
         return ()  # FreeBSD has no cgroups
