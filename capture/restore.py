@@ -284,6 +284,47 @@ def _vdso_layout(maps: list[li.MapLine]) -> tuple[int, int, int] | None:
     return vvar_start, vdso[0].start, vdso[0].end
 
 
+#: ``jmp *0(%rip)`` followed by the 8-byte absolute target.
+_JUMP: Final = b"\xff\x25\x00\x00\x00\x00"
+
+
+def vdso_symbols(image: bytes) -> dict[str, int]:
+    """Exported function symbols of a vDSO image -> offset from its start.
+
+    Reads the ELF64 dynamic symbol table through the section headers (every
+    Linux vDSO has them); an unreadable image gives an empty dict.
+    """
+    try:
+        if image[:4] != b"\x7fELF" or image[4] != 2:
+            return {}
+        phoff, shoff = struct.unpack_from("<QQ", image, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", image, 0x36)
+        base = None
+        for i in range(phnum):
+            p_type, _fl, _off, p_vaddr = struct.unpack_from("<IIQQ", image, phoff + i * phentsize)
+            if p_type == 1:  # PT_LOAD
+                base = p_vaddr if base is None else min(base, p_vaddr)
+        if base is None:
+            return {}
+        sections = [struct.unpack_from("<IIQQQQIIQQ", image, shoff + i * shentsize) for i in range(shnum)]
+        out: dict[str, int] = {}
+        for sh in sections:
+            if sh[1] != 11:  # SHT_DYNSYM
+                continue
+            sym_off, sym_size, link, entsize = sh[4], sh[5], sh[6], sh[9] or 24
+            str_off = sections[link][4]
+            for k in range(sym_size // entsize):
+                st_name, st_info, _other, st_shndx, st_value, _sz = struct.unpack_from(
+                    "<IBBHQQ", image, sym_off + k * entsize)
+                if st_shndx == 0 or (st_info & 0xF) != 2:  # defined STT_FUNC only
+                    continue
+                end = image.index(b"\0", str_off + st_name)
+                out[image[str_off + st_name : end].decode("ascii", "replace")] = st_value - base
+        return out
+    except (struct.error, ValueError, IndexError):
+        return {}
+
+
 def _free_in(ranges: list[tuple[int, int]], start: int, size: int) -> bool:
     return all(start + size <= lo or start >= hi for lo, hi in ranges)
 
@@ -318,7 +359,11 @@ class _Proc:
 
 
 class _Restorer:
-    def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None) -> None:
+    def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None,
+                 vdso_mode: str = "auto") -> None:
+        if vdso_mode not in ("auto", "map", "proxy"):
+            raise RestoreError(f"vdso mode {vdso_mode!r} (expected auto, map or proxy)")
+        self.vdso_mode = vdso_mode
         self.iset = iset
         self.pidns = pidns
         self.root = root
@@ -648,17 +693,38 @@ class _Restorer:
         return path
 
     def _place_vdso(self, pr: _Proc, vdso: Any) -> None:
-        st = pr.stub
+        """Give the process this kernel's vDSO where its code expects the dumped one.
+
+        ``map``: this kernel's vDSO text lands exactly at the dumped vDSO
+        address (its vvar area, sized for this kernel, just below); right when
+        both vDSOs export the same symbols at the same offsets. ``proxy``: the
+        dumped vDSO bytes are put back at their address and every exported
+        function is patched with a jump to the same-named function of this
+        kernel's vDSO, mapped elsewhere (a move to a different kernel).
+        ``auto`` picks ``map`` when the symbol layouts agree.
+        """
         if self.host_vdso is None:
             raise RestoreError("the image has a vDSO but this kernel maps none (vdso=0?)")
         size = vdso.end - vdso.start
-        host_size = self.host_vdso[2] - self.host_vdso[1]
-        if size != host_size:
-            self.warnings.append(f"pid {pr.img.pid}: dumped vDSO is {size} bytes, this kernel's is {host_size}; "
-                                 f"calls into the old vDSO entry points may fail")
-        elif self._dumped_vdso_differs(pr.img, vdso):
-            self.warnings.append(f"pid {pr.img.pid}: dumped vDSO content differs from this kernel's; its entry "
-                                 f"points were not redirected")
+        old = self._read_image_pages(pr.img, vdso.start, vdso.end)
+        host_syms = vdso_symbols(self.host_vdso_bytes)
+        mode = self.vdso_mode
+        old_syms: dict[str, int] = {}
+        if old is not None:
+            old_syms = vdso_symbols(old)
+        if mode == "auto":
+            same = old is None or old == self.host_vdso_bytes or (
+                len(old) == len(self.host_vdso_bytes) and old_syms == host_syms)
+            mode = "map" if same else "proxy"
+            if old is None and size != len(self.host_vdso_bytes):
+                self.warnings.append(f"pid {pr.img.pid}: dumped vDSO is {size} bytes, this kernel's is "
+                                     f"{len(self.host_vdso_bytes)}, and the image holds no vDSO pages to redirect")
+        if mode == "proxy":
+            if old is None or not old_syms:
+                raise RestoreError(f"pid {pr.img.pid}: cannot redirect the dumped vDSO at 0x{vdso.start:x}: the "
+                                   f"image holds no readable copy of it")
+            self._proxy_vdso(pr, vdso, old, old_syms, host_syms)
+            return
         target = vdso.start - self.host_vvar_size
         for v in pr.img.vmas:
             if v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL):
@@ -667,15 +733,56 @@ class _Restorer:
                 raise RestoreError(
                     f"pid {pr.img.pid}: this kernel's vvar area ({self.host_vvar_size} bytes) before the vDSO at "
                     f"0x{vdso.start:x} would overlap VMA 0x{v.start:x}-0x{v.end:x}")
-        st("arch_prctl", ARCH_MAP_VDSO_64, target)
-        layout = _vdso_layout(li.read_maps(pr.host_pid))
-        if layout is None or layout[1] != vdso.start:
-            got = f"0x{layout[1]:x}" if layout else "nowhere"
-            raise RestoreError(f"pid {pr.img.pid}: vDSO placed at {got}, wanted 0x{vdso.start:x}")
+        self._map_host_vdso(pr, target)
 
-    def _dumped_vdso_differs(self, img: ProcessImage, vdso: Any) -> bool:
-        data = self._read_image_pages(img, vdso.start, vdso.end)
-        return data is not None and data != self.host_vdso_bytes
+    def _map_host_vdso(self, pr: _Proc, vvar_start: int) -> int:
+        pr.stub("arch_prctl", ARCH_MAP_VDSO_64, vvar_start)
+        layout = _vdso_layout(li.read_maps(pr.host_pid))
+        want = vvar_start + self.host_vvar_size
+        if layout is None or layout[1] != want:
+            got = f"0x{layout[1]:x}" if layout else "nowhere"
+            raise RestoreError(f"pid {pr.img.pid}: vDSO placed at {got}, wanted 0x{want:x}")
+        return want
+
+    def _proxy_vdso(self, pr: _Proc, vdso: Any, old: bytes, old_syms: dict[str, int],
+                    host_syms: dict[str, int]) -> None:
+        st = pr.stub
+        need = self.host_vvar_size + len(self.host_vdso_bytes)
+        busy = [(v.start, v.end) for v in pr.img.vmas if not v.status & VMA_AREA_VSYSCALL]
+        busy.append((self.tramp, self.tramp + TRAMPOLINE_SIZE))
+        base = 0
+        for k in range(1, 4096):
+            cand = (vdso.start & ~0xFFFFF) - k * 0x100000
+            if cand > 0x10000000 and _free_in(busy, cand - PAGE, need + 2 * PAGE):
+                base = cand
+                break
+        if not base:
+            raise RestoreError(f"pid {pr.img.pid}: no free room for this kernel's vDSO near 0x{vdso.start:x}")
+        new_text = self._map_host_vdso(pr, base)
+        patched = bytearray(old)
+        done: set[int] = set()
+        missing = []
+        for name, off in sorted(old_syms.items(), key=lambda kv: kv[1]):
+            if off in done:
+                continue
+            target = host_syms.get(name)
+            if target is None:
+                missing.append(name)
+                continue
+            if off + len(_JUMP) + 8 > len(patched):
+                raise RestoreError(f"pid {pr.img.pid}: vDSO symbol {name} at +0x{off:x} too close to the end")
+            patched[off : off + 14] = _JUMP + struct.pack("<Q", new_text + target)
+            done.add(off)
+        if missing:
+            self.warnings.append(f"pid {pr.img.pid}: this kernel's vDSO lacks {sorted(set(missing))}; calls to them "
+                                 f"in the dumped vDSO are not redirected")
+        size = vdso.end - vdso.start
+        st("mmap", vdso.start, size, li.PROT_READ | li.PROT_WRITE,
+           li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED, -1, 0)
+        li.write_memory(pr.host_pid, vdso.start, bytes(patched))
+        st("mprotect", vdso.start, size, vdso.prot)
+        self.warnings.append(f"pid {pr.img.pid}: dumped vDSO at 0x{vdso.start:x} redirected to this kernel's at "
+                             f"0x{new_text:x} ({len(done)} entry points)")
 
     def _read_image_pages(self, img: ProcessImage, start: int, end: int) -> bytes | None:
         chunks = []
@@ -1040,7 +1147,8 @@ def _pick_tty() -> int | None:
     return None
 
 
-def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns: bool = False) -> RestoreResult:
+def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns: bool = False,
+            vdso: str = "auto") -> RestoreResult:
     """Restore the image set in *image_dir*; return when the tree runs.
 
     The restored root process is a child of nothing the caller owns (its
@@ -1052,5 +1160,5 @@ def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns
         raise RestoreError(f"--root {root!r} is not a directory")
     tty = _pick_tty()
     iset = load_image_set(image_dir, root=root_dir, have_tty=tty is not None)
-    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty)
+    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso)
     return restorer.run()

@@ -312,3 +312,27 @@ def test_shell_job_terminal_handed_over(tmp_path: Path, programs: dict[str, Path
     finally:
         os.close(slave2)
         os.close(master2)
+
+
+def test_vdso_proxy_redirects_old_entry_points(tmp_path: Path, programs: dict[str, Path],
+                                               restored: list[int]) -> None:
+    """--vdso proxy (what a move to another kernel needs): the dumped vDSO stays at its address with its
+    entry points jumping into this kernel's vDSO mapped elsewhere; clock_gettime keeps working."""
+    from capture.images import read_image
+
+    out = tmp_path / "clock.log"
+    proc = start([str(programs["clock"]), str(out)])
+    wait_lines(out, 3)
+    pids = criu_dump(proc, tmp_path / "img")
+    mm: object = read_image(tmp_path / "img" / f"mm-{pids[0]}.img").entries[0]
+    old_vdso = next(v.start for v in getattr(mm, "vmas") if v.status & (1 << 3))
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img", "--vdso", "proxy")
+    restored.append(doc["root_pid"])
+    assert any("redirected" in w for w in doc["warnings"])
+    check_continues(out, last, restored_count=8)
+    with open(f"/proc/{doc['root_pid']}/maps") as fh:
+        maps = fh.read().splitlines()
+    new_vdso = next(int(m.split("-")[0], 16) for m in maps if m.endswith("[vdso]"))
+    assert new_vdso != old_vdso
+    assert any(m.startswith(f"{old_vdso:x}-") and " r-xp " in m for m in maps)

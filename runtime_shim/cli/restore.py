@@ -30,6 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="restore into a new pid namespace (keeps the dumped pids even if taken here)")
     parser.add_argument("--root", metavar="ROOTFS", default=None,
                         help="restore with ROOTFS as the tree's root directory (paths are resolved inside it)")
+    parser.add_argument("--vdso", choices=("auto", "map", "proxy"), default="auto",
+                        help="map this kernel's vDSO at the dumped address (map), or keep the dumped vDSO and "
+                             "redirect its entry points to this kernel's (proxy); auto picks map when both "
+                             "export the same symbols at the same offsets")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (pids, timings, warnings)")
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInputError(f"-D {args.images_dir}: not a directory")
     if not args.detach:
         linux_inject.libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    result = restore(args.images_dir, root=args.root, pidns=args.pidns)
+    result = restore(args.images_dir, root=args.root, pidns=args.pidns, vdso=args.vdso)
     for w in result.warnings:
         print(f"hetmig restore: warning: {w}", file=sys.stderr)
     if args.json:
