@@ -51,6 +51,7 @@ from capture.platform.base import (
     Platform,
     ProcessInfo,
     ThreadRegs,
+    TtyInfo,
     Vma,
     VmaKind,
     Xsave,
@@ -301,6 +302,14 @@ def merge_runs(runs: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int
     return out
 
 
+def pack_cc(cc: Sequence[int]) -> list[int]:
+    """termios c_cc as CRIU stores it: the 19 raw bytes packed little-endian into
+    u32 words (CRIU memcpy()s between u8[19] and its u32 field), 19 words."""
+    raw = bytes(cc) + b"\0" * (-len(cc) % 4)
+    words = list(struct.unpack(f"<{len(raw) // 4}I", raw))
+    return words + [0] * (len(cc) - len(words))
+
+
 def _cap_pair(v: int) -> list[int]:
     return [v & 0xFFFF_FFFF, (v >> 32) & 0xFFFF_FFFF]
 
@@ -364,6 +373,8 @@ class Dumper:
         self.ids = _Ids()
         self.files: list[Any] = []  # file_entry messages
         self.pipe_data: dict[int, PipeData] = {}
+        self.tty_infos: list[Any] = []
+        self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
         self.pages_id = 0
         self.total_pages = 0
         self.threads = 0
@@ -536,10 +547,9 @@ class Dumper:
                           FdKind.INET_SOCKET, FdKind.EVENTFD, FdKind.MEMFD):
             raise CheckpointError(f"pid {pid}: fd {f.fd} is a {f.kind.value} ({f.path}), which this "
                                   "dumper cannot record")
-        if f.kind in (FdKind.TTY, FdKind.MEMFD):
-            raise CheckpointError(f"pid {pid}: fd {f.fd} is a {f.kind.value} ({f.path}); dumping "
-                                  "terminals and memfds is not implemented (run the process with "
-                                  "stdio on files or /dev/null)")
+        if f.kind is FdKind.MEMFD or (f.kind is FdKind.TTY and f.tty is None):
+            raise CheckpointError(f"pid {pid}: fd {f.fd} is a {f.kind.value} ({f.path}); dumping memfds and "
+                                  "terminals other than pseudo-terminal slaves is not implemented")
         shared = self._shared_with(pid, f)
         if shared is not None:
             return shared
@@ -560,6 +570,12 @@ class Dumper:
             fe.pipe.fown.CopyFrom(self._fown())
             if f.pipe_id not in self.pipe_data:
                 self.pipe_data[f.pipe_id] = self.p.read_pipe_data(pid, f.fd, 1 << 20)
+        elif f.kind is FdKind.TTY:
+            assert f.tty is not None
+            regf = self._reg_file(f.path, f.flags, 0, f.mode, None)
+            fe.tty.id, fe.tty.tty_info_id, fe.tty.flags = fid, self._tty_info_id(f.tty), f.flags
+            fe.tty.fown.CopyFrom(self._fown())
+            fe.tty.regf_id = regf
         elif f.kind is FdKind.EVENTFD:
             fe.efd.id, fe.efd.flags = fid, f.flags
             fe.efd.fown.CopyFrom(self._fown())
@@ -571,6 +587,27 @@ class Dumper:
         self.files.append(fe)
         self.ids.files_by_key[("fd", pid, f.fd, f.ino, f.dev)] = fid
         return fid
+
+    def _tty_info_id(self, t: TtyInfo) -> int:
+        """tty-info.img entry of one terminal (one per device), CRIU's PTY shape."""
+        if t.rdev in self.tty_ids:
+            return self.tty_ids[t.rdev]
+        tty_pb = _pb("tty_pb2")
+        e = tty_pb.tty_info_entry()
+        e.id = len(self.tty_infos)
+        e.type = tty_pb.PTY
+        e.locked, e.exclusive, e.packet_mode = False, t.exclusive, False
+        e.sid, e.pgrp, e.rdev = t.sid, t.pgrp, t.rdev
+        for dst, src in ((e.termios, t.termios), (e.termios_locked, t.termios_locked)):
+            dst.c_iflag, dst.c_oflag, dst.c_cflag, dst.c_lflag = src.iflag, src.oflag, src.cflag, src.lflag
+            dst.c_line, dst.c_ispeed, dst.c_ospeed = src.line, 0, 0
+            dst.c_cc.extend(pack_cc(src.cc))
+        e.winsize.ws_row, e.winsize.ws_col, e.winsize.ws_xpixel, e.winsize.ws_ypixel = t.winsize
+        e.pty.index = t.index
+        e.dev, e.uid, e.gid = t.dev, t.uid, t.gid
+        self.tty_infos.append(e)
+        self.tty_ids[t.rdev] = e.id
+        return int(e.id)
 
     def _sk_opts(self) -> Any:
         o = _pb("sk_opts_pb2").sk_opts_entry()
@@ -861,6 +898,8 @@ class Dumper:
                 entries.append(e)
                 payloads.append(pd.data)
             self.out.write("pipes-data.img", entries, payloads)
+        if self.tty_infos:
+            self.out.write("tty-info.img", self.tty_infos)
         self.out.write("seccomp.img", [_pb("seccomp_pb2").seccomp_entry()])
         clocks = self.p.clocks()
         tn = _pb("timens_pb2").timens_entry()

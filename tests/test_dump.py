@@ -382,3 +382,33 @@ def test_posix_timer_and_pending_signal_are_refused(spawn: list[subprocess.Popen
     with pytest.raises(CheckpointError, match="pending"):
         dump(q.pid, tmp_path / "b", leave_running=True)
     assert_running_untraced([q.pid])
+
+
+def test_pty_stdio_like_criu_shell_job(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    import pty
+
+    require("criu")
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([BUSYBOX, "sleep", "1000"], stdin=slave, stdout=slave, stderr=slave,
+                             start_new_session=True)
+        spawn.append(p)
+        time.sleep(0.3)
+        ours, theirs = tmp_path / "ours", tmp_path / "criu"
+        dump(p.pid, ours, leave_running=True)
+        theirs.mkdir()
+        criu("dump", "-t", str(p.pid), "-D", str(theirs), "--leave-running", "--shell-job", "-o", "dump.log")
+    finally:
+        os.close(slave)
+        os.close(master)
+    crit_decodes_all(ours)
+    assert crit(ours, "x", str(ours), "fds") == crit(theirs, "x", str(theirs), "fds")
+    a, b = entries(ours / "tty-info.img")[0], entries(theirs / "tty-info.img")[0]
+    for fld in ("type", "rdev", "dev", "sid", "pgrp", "winsize", "pty", "uid", "gid", "exclusive"):
+        assert getattr(a, fld) == getattr(b, fld), fld
+    assert a.termios.c_lflag == b.termios.c_lflag and a.termios.c_cflag == b.termios.c_cflag
+    # c_cc: the 19 control bytes, packed the way CRIU packs them (5 meaningful words)
+    assert list(a.termios.c_cc)[:4] == list(b.termios.c_cc)[:4] and len(a.termios.c_cc) == 19
+    files = {f.id: f for f in entries(ours / "files.img")}
+    ttys = [f.tty for f in files.values() if f.HasField("tty")]
+    assert len(ttys) == 1 and files[ttys[0].regf_id].reg.name.startswith("/dev/pts/")

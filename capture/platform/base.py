@@ -288,6 +288,35 @@ class SocketInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Termios:
+    """Kernel ``struct termios`` (Linux layout): four flag words, line, 19 control chars."""
+
+    iflag: int
+    oflag: int
+    cflag: int
+    lflag: int
+    line: int
+    cc: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TtyInfo:
+    """A terminal descriptor's device state (only pseudo-terminal slaves so far)."""
+
+    index: int  # pty number (N of /dev/pts/N)
+    rdev: int  # Linux new_encode_dev of the device
+    dev: int  # Linux new_encode_dev of the devpts filesystem
+    uid: int
+    gid: int
+    termios: Termios
+    termios_locked: Termios
+    winsize: tuple[int, int, int, int]  # rows, cols, xpixel, ypixel
+    exclusive: bool
+    sid: int  # session whose controlling terminal it is for the owner (0: none)
+    pgrp: int  # its foreground process group (0: none)
+
+
+@dataclass(frozen=True, slots=True)
 class FdInfo:
     """One open descriptor of a process."""
 
@@ -305,6 +334,7 @@ class FdInfo:
     mnt_id: int = -1
     pipe_id: int = 0  # pipe inode (both ends share it)
     socket: SocketInfo | None = None
+    tty: TtyInfo | None = None
     # raw "key: value" lines the backend saw (eventfd count, inotify wds ...)
     extra: tuple[tuple[str, str], ...] = ()
 

@@ -59,7 +59,9 @@ from capture.platform.base import (
     SigAltStack,
     SocketInfo,
     ThreadInfo,
+    Termios,
     ThreadRegs,
+    TtyInfo,
     UtsInfo,
     Vma,
     VmaKind,
@@ -202,6 +204,11 @@ def _ptrace(request: int, pid: int, addr: int = 0, data: int = 0) -> int:
         raise PlatformError(
             f"ptrace(request=0x{request:x}, pid={pid}) failed: {err}", errno=err.errno
         ) from err
+
+
+def _encode_dev(major: int, minor: int) -> int:
+    """Linux new_encode_dev (the dev_t layout in /proc/PID/stat and CRIU images)."""
+    return (minor & 0xFF) | (major << 8) | ((minor & ~0xFF) << 12)
 
 
 def _u64(v: int) -> int:
@@ -692,14 +699,52 @@ class LinuxPlatform:
                 kind = FdKind.NSFS
             else:
                 kind = FdKind.ANON_OTHER
+            tty = self._tty_info(pid, fd, st) if kind is FdKind.TTY else None
             extra = tuple((k, v) for k, v in info.items() if k not in ("pos", "flags", "mnt_id", "ino"))
             out.append(FdInfo(
                 fd=fd, kind=kind, path=link, pos=int(info.get("pos", "0")), flags=flags,
                 cloexec=cloexec, mode=mode, ino=st.st_ino, dev=st.st_dev, rdev=st.st_rdev,
                 size=st.st_size, mnt_id=int(info.get("mnt_id", "-1")), pipe_id=pipe_id,
-                socket=sock, extra=extra,
+                socket=sock, tty=tty, extra=extra,
             ))
         return tuple(out)
+
+    def _tty_info(self, pid: int, fd: int, st: os.stat_result) -> TtyInfo | None:
+        """Termios, window size and ownership of a pty slave (None for other terminals)."""
+        import fcntl
+
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        if not 136 <= major <= 143:
+            return None
+        try:
+            tfd = os.open(self.proc / str(pid) / "fd" / str(fd), os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as err:
+            raise PlatformError(f"cannot open tty fd {fd} of pid {pid}: {err.strerror}", errno=err.errno) from err
+        try:
+            def termios(req: int) -> Termios:
+                raw = fcntl.ioctl(tfd, req, b"\0" * 36)
+                i, o, c, lf = struct.unpack_from("<IIII", raw)
+                return Termios(iflag=i, oflag=o, cflag=c, lflag=lf, line=raw[16], cc=tuple(raw[17:36]))
+
+            tios = termios(0x5401)  # TCGETS
+            locked = termios(0x5456)  # TIOCGLCKTRMIOS
+            ws = struct.unpack("<HHHH", fcntl.ioctl(tfd, 0x5413, b"\0" * 8))  # TIOCGWINSZ
+            excl = struct.unpack("<i", fcntl.ioctl(tfd, 0x80045440, b"\0" * 4))[0] != 0  # TIOCGEXCL
+            node = os.stat(os.readlink(self.proc / str(pid) / "fd" / str(fd)))
+        except OSError as err:
+            raise PlatformError(f"cannot query tty fd {fd} of pid {pid}: {err.strerror}", errno=err.errno) from err
+        finally:
+            os.close(tfd)
+        stat_text = parse_stat(self._read(f"{pid}/stat"))
+        fields = self._read(f"{pid}/stat").rsplit(")", 1)[1].split()
+        tty_nr, tpgid = int(fields[4]), int(fields[5])
+        is_ctty = tty_nr == _encode_dev(major, minor)
+        return TtyInfo(
+            index=(major - 136) * 256 + minor, rdev=_encode_dev(major, minor),
+            dev=_encode_dev(os.major(node.st_dev), os.minor(node.st_dev)), uid=node.st_uid, gid=node.st_gid,
+            termios=tios, termios_locked=locked, winsize=(ws[0], ws[1], ws[2], ws[3]), exclusive=excl,
+            sid=stat_text.sid if is_ctty else 0, pgrp=max(tpgid, 0) if is_ctty else 0,
+        )
 
     def fs_info(self, pid: int) -> FsInfo:
         status = parse_status(self._read(f"{pid}/status"))
