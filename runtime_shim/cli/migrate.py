@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
             if ev["event"] == "round":
                 sys.stderr.write(f"\rround {ev['round']}: {ev['pages']} pages, {ev['bytes'] / 1e6:.1f} MB in "
                                  f"{ev['ms']:.0f} ms   ")
+            elif ev["event"] == "dirty":
+                sys.stderr.write(f"\rround {ev['round']}: dirty {ev['pending_pages']} pages "
+                                 f"({ev['dirty_rate_bytes_s'] / 1e6:.1f} MB/s written)   ")
             else:
                 sys.stderr.write(f"\r{ev['event']}{' ' * 40}\n")
             sys.stderr.flush()

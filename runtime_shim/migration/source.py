@@ -332,6 +332,7 @@ class Migration:
             rate = 0.0
             prev_pages: int | None = None
             rnd = 0
+            last_scan = time.monotonic()
             dirty = self.source.dirty(first=True)
             unsent: dict[int, list[Run]] = {}
             while True:
@@ -341,9 +342,15 @@ class Migration:
                     rate = max(rate, stat.bytes / (stat.ms / 1000.0))
                 if rnd >= max_rounds:
                     break
+                scan_started = time.monotonic()
                 dirty = self.source.dirty(first=False)
                 pending = sum(n for runs in dirty.values() for _, n in runs)
                 est_ms = pending * PAGE_SIZE / rate * 1000.0 if rate else float("inf")
+                # pages written while the last round was being sent, per second
+                dirty_rate = pending * PAGE_SIZE / max(scan_started - last_scan, 1e-6)
+                last_scan = scan_started
+                self._emit("dirty", round=rnd, pending_pages=pending, dirty_rate_bytes_s=round(dirty_rate),
+                           transfer_rate_bytes_s=round(rate), estimated_ms=round(est_ms, 3))
                 if est_ms <= self.opts.max_downtime_ms / 2 or (prev_pages is not None and pending >= prev_pages):
                     # small enough, or not shrinking: this set goes into the frozen round
                     self._emit("precopy-converged", pending_pages=pending, estimated_ms=round(est_ms, 3))
