@@ -780,6 +780,8 @@ class Dumper:
             if ti.sigpending:
                 raise CheckpointError(f"pid {pid} tid {tid}: pending signals 0x{ti.sigpending:x}; "
                                       "dumping pending signals is not implemented")
+            if ti.shadow_stack:
+                raise CheckpointError(f"pid {pid} tid {tid}: a CET shadow stack is enabled; not supported")
             if ti.seccomp_mode == 2:
                 raise CheckpointError(f"pid {pid} tid {tid}: seccomp filters are not dumped yet")
             regs = fix_syscall_restart(self.p.get_regs(tid))
@@ -792,7 +794,8 @@ class Dumper:
             for k, v in gpregs_entry(regs).items():
                 setattr(t.gpregs, k, v)
             t.gpregs.mode = _pb("core_x86_pb2").NATIVE
-            fp = fpregs_fields(self.p.get_xsave(tid))
+            xsave = self.p.get_xsave(tid)
+            fp = fpregs_fields(xsave)
             xs = fp.pop("xsave")
             for k, v in fp.items():
                 if isinstance(v, list):
@@ -802,6 +805,9 @@ class Dumper:
             t.fpregs.xsave.xstate_bv = xs.pop("xstate_bv")
             for k, v in xs.items():
                 getattr(t.fpregs.xsave, k).extend(v)
+            if xsave.cet_supported:
+                t.fpregs.xsave.cet.cet = 0  # no shadow stack enabled (checked in thread_info)
+                t.fpregs.xsave.cet.ssp = 0
             for n in (12, 13, 14):
                 d = t.tls.add()
                 d.entry_number, d.base_addr, d.limit = n, 0, 0

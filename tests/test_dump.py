@@ -150,6 +150,12 @@ def test_busybox_sleep_matches_criu(spawn: list[subprocess.Popen[bytes]], tmp_pa
     assert core_a.thread_info.gpregs.fs_base == core_b.thread_info.gpregs.fs_base
     assert core_a.thread_info.fpregs.xsave.xstate_bv == core_b.thread_info.fpregs.xsave.xstate_bv
     assert list(core_a.thread_info.fpregs.xsave.ymmh_space) == list(core_b.thread_info.fpregs.xsave.ymmh_space)
+    xa, xb = core_a.thread_info.fpregs.xsave, core_b.thread_info.fpregs.xsave
+    assert [f.name for f, _ in xa.ListFields()] == [f.name for f, _ in xb.ListFields()]  # same components
+    assert core_a.thread_info.fpregs.mxcsr == core_b.thread_info.fpregs.mxcsr
+    assert list(core_a.thread_info.tls) == list(core_b.thread_info.tls)
+    assert [f.name for f, _ in core_a.tc.ListFields()] == [f.name for f, _ in core_b.tc.ListFields()]
+    assert [f.name for f, _ in core_a.thread_core.ListFields()] == [f.name for f, _ in core_b.thread_core.ListFields()]
 
 
 def test_sh_pipeline_with_regular_file_fd(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:

@@ -161,6 +161,9 @@ class Xsave:
 
     data: bytes
     component_offsets: tuple[tuple[int, int, int], ...] = ()  # (component, offset, size)
+    #: the CPU has CET shadow stacks (CRIU then records a cet entry, zero
+    #: while the thread has no shadow stack enabled)
+    cet_supported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,7 @@ class ThreadInfo:
     sched_nice: int
     seccomp_mode: int  # 0 disabled, 1 strict, 2 filter
     vtid: int = 0  # tid in the process's own pid namespace (0: same as tid)
+    shadow_stack: bool = False  # x86 CET shadow stack enabled for the thread
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,12 @@ pages to dump from ``/proc/PID/pagemap`` in bulk (byte slicing and
 What needs the target's own context (signal handlers, sigaltstack,
 clear_tid address, itimers, securebits) is read by injecting one system call
 at a time into a stopped thread: its registers are saved, ``rip`` points at
-a ``syscall`` instruction found in the vDSO, one ``PTRACE_SINGLESTEP`` runs
-it, and the saved registers are put back (``orig_rax`` -1 while injecting
-so the kernel's syscall-restart logic leaves the injected ``rip`` alone).
-Output buffers live below the thread's red zone on its own stack.
+a ``syscall`` instruction (vDSO first), one ``PTRACE_SINGLESTEP`` runs it,
+and the saved registers are put back (``orig_rax`` -1 while injecting so
+the kernel's syscall-restart logic leaves the injected ``rip`` alone).
+Output buffers live below the thread's red zone on its own stack. The
+single-step machinery is :mod:`capture.platform.linux_inject`'s ``Injector``;
+xsave component offsets come from its ``cpuid``.
 
 Refuses: anything but x86_64; PTRACE_ATTACH (it would show the target a
 SIGSTOP); guessing a value procfs does not give.
@@ -110,6 +112,7 @@ SYS_GETITIMER: Final = 36
 SYS_SIGALTSTACK: Final = 131
 SYS_PRCTL: Final = 157
 SYS_GET_ROBUST_LIST: Final = 274
+SYS_TGKILL: Final = 234
 PR_GET_DUMPABLE: Final = 3
 PR_GET_SECUREBITS: Final = 27
 SYS_KCMP: Final = 312
@@ -581,6 +584,7 @@ class LinuxPlatform:
             sched_policy=st.policy, sched_nice=st.nice,
             seccomp_mode=_status_int(status, "Seccomp", 10, 0),
             vtid=_ns_last(status, "NSpid"),
+            shadow_stack="shstk" in status.get("x86_Thread_features", "").split(),
         )
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
@@ -993,7 +997,11 @@ class LinuxPlatform:
         iov = _Iovec(ctypes.addressof(buf), len(buf))
         _ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov))
         data = buf.raw[: iov.len]
-        return Xsave(data=data, component_offsets=XSAVE_COMPONENTS)
+        from capture.platform import linux_inject
+
+        comps = tuple((c.number, c.offset, c.size) for c in linux_inject.xstate_components())
+        cet = bool(linux_inject.cpuid(7, 0)[2] & (1 << 7))  # CPUID.7.0:ECX.CET_SS
+        return Xsave(data=data, component_offsets=comps or XSAVE_COMPONENTS, cet_supported=cet)
 
     def set_xsave(self, tid: int, xsave: Xsave) -> None:
         buf = ctypes.create_string_buffer(xsave.data, len(xsave.data))
@@ -1023,47 +1031,23 @@ class LinuxPlatform:
         return head.value, length.value
 
     # -- syscall injection --------------------------------------------------
-    def _find_syscall_insn(self, pid: int) -> int:
-        if pid in self._syscall_insn:
-            return self._syscall_insn[pid]
-        maps = parse_maps(self._read(f"{pid}/maps"))
-        candidates = [v for v in maps if v.kind is VmaKind.VDSO]
-        candidates += [v for v in maps if v.prot & PROT_EXEC and v.kind is VmaKind.FILE]
-        for vma in candidates:
-            size = min(vma.size, 1 << 22)
-            buf = bytearray(size)
-            try:
-                self.read_memory_into(pid, [(vma.start, size)], memoryview(buf))
-            except PlatformError:
-                continue
-            pos = buf.find(b"\x0f\x05")
-            if pos >= 0:
-                self._syscall_insn[pid] = vma.start + pos
-                return vma.start + pos
-        raise PlatformError(f"no syscall instruction found in the executable mappings of pid {pid}")
-
     def inject_syscall(self, pid: int, tid: int, nr: int, *args: int) -> int:
-        """Run one system call in stopped thread *tid*; returns its (signed) result."""
-        saved = self.get_regs(tid)
-        insn = self._find_syscall_insn(pid)
-        regs6 = list(args) + [0] * (6 - len(args))
-        fields = dict(zip(("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
-                           "rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags",
-                           "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"), saved.as_tuple()))
-        fields.update(rax=nr, orig_rax=_u64(-1), rip=insn, rdi=_u64(regs6[0]), rsi=_u64(regs6[1]),
-                      rdx=_u64(regs6[2]), r10=_u64(regs6[3]), r8=_u64(regs6[4]), r9=_u64(regs6[5]))
-        fields["eflags"] &= ~0x100  # TF off; singlestep sets it itself
-        self.set_regs(tid, ThreadRegs(**fields))
+        """Run one system call in stopped thread *tid*; returns its (signed) result.
+
+        Uses :class:`capture.platform.linux_inject.Injector` (single step over a
+        ``syscall`` instruction, registers restored); a signal that arrived
+        meanwhile is sent to the thread again so it is not lost.
+        """
+        from capture.platform import linux_inject
+
+        if pid not in self._syscall_insn:
+            self._syscall_insn[pid] = linux_inject.find_syscall_insn(pid)
+        inj = linux_inject.Injector(tid, self._syscall_insn[pid], keep_regs=False)
         try:
-            _ptrace(PTRACE_SINGLESTEP, tid, 0, 0)
-            self._wait_stop(tid)
-            after = self.get_regs(tid)
-            if after.rip != insn + 2:
-                raise PlatformError(f"injected syscall {nr} in tid {tid} stopped at 0x{after.rip:x}, "
-                                    f"expected 0x{insn + 2:x}")
-            return _s64(after.rax)
+            return inj(nr, *args, check=False)
         finally:
-            self.set_regs(tid, saved)
+            for sig in inj.deferred_signals:
+                _libc.syscall(SYS_TGKILL, pid, tid, sig)
 
     def _scratch(self, tid: int, size: int) -> int:
         regs = self.get_regs(tid)
