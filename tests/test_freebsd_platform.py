@@ -654,7 +654,8 @@ def test_list_fds_from_procstat(tmp_path: Path, kernel: FakeKernel) -> None:
     fds = plat.list_fds(PID)
     assert [f.fd for f in fds] == [0, 1, 3, 4, 5]
     by = {f.fd: f for f in fds}
-    assert by[0].kind is FdKind.CHR and by[0].path == "/dev/null" and by[0].flags == 2
+    # /dev/null is recorded as a regular file (like Linux mem-major devices), mode still S_IFCHR
+    assert by[0].kind is FdKind.REG and by[0].path == "/dev/null" and by[0].flags == 2 and by[0].mode == 0o020000
     assert by[1].kind is FdKind.PIPE and by[1].path == ""
     assert by[3].kind is FdKind.REG and by[3].pos == 8192 and by[3].flags == 0
     assert by[4].kind is FdKind.INET_SOCKET and by[4].flags == 2 | 0o4000

@@ -1092,7 +1092,11 @@ class FreeBSDPlatform:
         process sees a stop and continue; FreeBSD has no unattached listing:
         linprocfs ``task/`` has only a dummy entry)."""
         t = self._traced.get(pid)
-        if t is not None and t.stopped:
+        if t is not None:
+            # attached (seize) but not yet waited for: a second PT_ATTACH would
+            # fail with EBUSY, and LWP requests need the stop; take it now
+            if not t.stopped:
+                self.interrupt(pid)
             t.lwps = self._lwp_list(pid)
             return t.lwps
         self._pt(PT_ATTACH, pid, 0, 0)
@@ -1194,9 +1198,21 @@ class FreeBSDPlatform:
         if len(raw) % 16:
             raise PlatformError(f"{self.proc}/{pid}/auxv: {len(raw)} bytes is not a whole number of pairs")
         auxv = struct.unpack(f"<{len(raw) // 8}Q", raw)
+        # linprocfs has no [heap] label: brk is the end of the anonymous mapping
+        # that starts at start_brk (if any), as Linux's [heap] would end there.
+        # startstack is reported as 0 by linprocfs (linuxulator.md 7), which a
+        # Linux restorer's PR_SET_MM_MAP refuses: take an address the initial
+        # stack certainly contains, arg_start (argv strings live there), else
+        # the bottom of the [stack] mapping. Both found with the interface double.
+        start_brk = f(47)
+        vmas = self.read_maps(pid)
+        brk = next((v.end for v in vmas if v.start == start_brk and v.kind is VmaKind.ANON), start_brk)
+        start_stack = f(28) or f(48)
+        if start_stack == 0:
+            start_stack = next((v.start for v in vmas if v.kind is VmaKind.STACK), 0)
         return MmInfo(
-            start_code=f(26), end_code=f(27), start_data=f(45), end_data=f(46), start_brk=f(47), brk=f(47),
-            start_stack=f(28), arg_start=f(48), arg_end=f(49), env_start=f(50), env_end=f(51),
+            start_code=f(26), end_code=f(27), start_data=f(45), end_data=f(46), start_brk=start_brk, brk=brk,
+            start_stack=start_stack, arg_start=f(48), arg_end=f(49), env_start=f(50), env_end=f(51),
             auxv=tuple(auxv), dumpable=1, exe=self._readlink(f"{pid}/exe"),
         )
 
@@ -1222,6 +1238,8 @@ class FreeBSDPlatform:
                 )
             if kind is FdKind.CHR and (e.name.startswith("/dev/pts/") or e.name.startswith("/dev/tty")):
                 kind = FdKind.TTY
+            elif kind is FdKind.CHR and e.name in _MEM_DEVICES:
+                kind = FdKind.REG  # like Linux's mem-major devices: recorded as regular files
             acc = 2 if {"r", "w"} <= e.flags else (1 if "w" in e.flags else 0)
             lx = acc
             for letter, name in (("a", "O_APPEND"), ("s", "O_ASYNC"), ("f", "O_DSYNC"), ("n", "O_NONBLOCK"), ("d", "O_DIRECT")):
@@ -1587,6 +1605,9 @@ class FreeBSDPlatform:
         except OSError as err:
             raise PlatformError(f"kill({pid}, FreeBSD signal {fb}) failed: {err.strerror}", errno=err.errno) from err
 
+
+#: devfs nodes that behave like Linux's mem-major character devices (major 1)
+_MEM_DEVICES: Final = frozenset({"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"})
 
 _FD_KINDS: Final[Mapping[tuple[str, str], tuple[FdKind, int]]] = {
     ("v", "r"): (FdKind.REG, _S_IFREG),

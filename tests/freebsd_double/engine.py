@@ -25,6 +25,11 @@ allows explicitly):
   Linuxulator has no PR_GET_TID_ADDRESS); the gate answers 0 ("no
   clear-tid address recorded"). Engine change: make
   ``thread_info.clear_tid_addr`` optional when THREAD_EXTRAS is missing.
+* same_open_file (asked because procstat gives no inode/device, so every
+  descriptor "matches" every other): the module refuses (kcmp is a
+  Linuxulator dummy); the gate answers False, so descriptors sharing one
+  open file description are recorded as separate files. Engine change:
+  only ask when both descriptors have a known inode.
 
 Everything else is passed through to the module unchanged.
 """
@@ -82,6 +87,9 @@ class EngineGate:
 
     def clear_tid_address(self, tid: int) -> int:
         return 0
+
+    def same_open_file(self, pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+        return False
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)

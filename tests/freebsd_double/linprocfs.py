@@ -7,9 +7,11 @@ provides and nothing else:
 * ``maps``: ``%016lx-%016lx`` range, perms + ``p``/``s``, ``%08lx`` offset,
   device always ``00:00``, decimal inode, padding, path; ``[vdso]`` and
   ``[stack]`` labels kept; no ``[heap]`` label (the heap line has no path);
-  Linux's ``[vvar]`` pages are labelled ``[vdso]`` (FreeBSD's shared page
-  holds both the time data and the vDSO code); ``[vsyscall]`` is not listed
-  (FreeBSD emulates it by trapping, it is no map entry).
+  Linux's ``[vvar]``/``[vvar_vclock]`` data pages are not listed (a Linux
+  host artefact: FreeBSD keeps its time data in the shared page that
+  linprocfs labels ``[vdso]``, there is no separate data mapping);
+  ``[vsyscall]`` is not listed (FreeBSD emulates it by trapping, it is no
+  map entry).
 * ``stat``: the real fields, with those the reference says linprocfs
   reports as 0 zeroed: flags (9), startstack (28), the signal masks
   (31-34) and wchan (35). State ``t`` (traced) becomes ``T``.
@@ -53,11 +55,9 @@ def linprocfs_maps(real: str) -> str:
             continue
         lo, _, hi = f[0].partition("-")
         path = f[5].strip() if len(f) > 5 else ""
-        if path == "[vsyscall]":
+        if path in ("[vsyscall]", "[vvar]", "[vvar_vclock]"):
             continue
-        if path in ("[vvar]", "[vvar_vclock]"):
-            path = "[vdso]"
-        elif path == "[heap]" or (path.startswith("[") and path not in ("[vdso]", "[stack]")):
+        if path == "[heap]" or (path.startswith("[") and path not in ("[vdso]", "[stack]")):
             path = ""
         ino = int(f[4])
         out.append(f"{int(lo, 16):016x}-{int(hi, 16):016x} {f[1]} {int(f[2], 16):08x} 00:00 {ino}"
