@@ -1006,6 +1006,23 @@ class _Restorer:
             mask = 0
         st.reset()
         st("rt_sigprocmask", SIG_SETMASK, st.put(struct.pack("<Q", mask), align=8), 0, 8)
+        # pending signals go back on the queues they were on (a process may
+        # queue any siginfo to itself); unblocked ones arrive on resume
+        pending: list[tuple[str, bytes]] = []
+        if tcore is not None and tcore.HasField("signals_p"):
+            pending += [("thread", e.siginfo) for e in tcore.signals_p.signals]
+        if tid == pr.img.pid and pr.img.core.tc.HasField("signals_s"):
+            pending += [("process", e.siginfo) for e in pr.img.core.tc.signals_s.signals]
+        for queue, info in pending:
+            st.reset()
+            signo = struct.unpack_from("<i", info, 0)[0]
+            addr = st.put(info, align=8)
+            if queue == "thread":
+                res = st("rt_tgsigqueueinfo", pr.img.pid, tid, signo, addr, check=False)
+            else:
+                res = st("rt_sigqueueinfo", pr.img.pid, signo, addr, check=False)
+            if res < 0:
+                self.warnings.append(f"tid {tid}: pending signal {signo} not re-queued: {os.strerror(-res)}")
 
     def set_thread_regs(self, pr: _Proc, tid: int, core: Any) -> None:
         st = pr.threads[tid]

@@ -306,6 +306,22 @@ def check_reg_file(desc_reg: Any, host_path: str, *, what: str, source: str) -> 
             )
 
 
+SIGINFO_SIZE: Final = 128
+MAX_PENDING_SIGNALS: Final = 4096
+
+
+def _check_siginfos(entries: Any, source: str) -> None:
+    if len(entries) > MAX_PENDING_SIGNALS:
+        raise ImageError(source, f"{len(entries)} pending signals (limit {MAX_PENDING_SIGNALS})")
+    for i, e in enumerate(entries):
+        if len(e.siginfo) != SIGINFO_SIZE:
+            raise ImageError(source, f"pending signal {i}: siginfo of {len(e.siginfo)} bytes (expected "
+                             f"{SIGINFO_SIZE})")
+        signo = struct.unpack_from("<i", e.siginfo, 0)[0]
+        if not 1 <= signo <= 64:
+            raise ImageError(source, f"pending signal {i}: signal number {signo} out of range 1..64")
+
+
 # --- the loader ------------------------------------------------------------------
 
 
@@ -429,13 +445,12 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
                 if tcore.HasField("seccomp_mode") and tcore.seccomp_mode != 0:
                     raise RestoreRefusedError(f"{src}: tid {tid} runs under seccomp mode {tcore.seccomp_mode} "
                                               f"(not restorable yet)")
-                if tcore.HasField("signals_p") and len(tcore.signals_p.signals):
-                    warnings.append(f"tid {tid}: {len(tcore.signals_p.signals)} pending signal(s) not re-queued")
+                if tcore.HasField("signals_p"):
+                    _check_siginfos(tcore.signals_p.signals, src)
             threads.append(ThreadImage(tid, core))
         main_core = threads[0].core
-        if main_core.tc.HasField("signals_s") and len(main_core.tc.signals_s.signals):
-            warnings.append(f"pid {pid}: {len(main_core.tc.signals_s.signals)} pending shared signal(s) not "
-                            f"re-queued")
+        if main_core.tc.HasField("signals_s"):
+            _check_siginfos(main_core.tc.signals_s.signals, str(d / f"core-{pid}.img"))
 
         # --- memory ---
         mm_img = _read(d, f"mm-{pid}.img")

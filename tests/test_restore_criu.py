@@ -336,3 +336,19 @@ def test_vdso_proxy_redirects_old_entry_points(tmp_path: Path, programs: dict[st
     new_vdso = next(int(m.split("-")[0], 16) for m in maps if m.endswith("[vdso]"))
     assert new_vdso != old_vdso
     assert any(m.startswith(f"{old_vdso:x}-") and " r-xp " in m for m in maps)
+
+
+def test_pending_signals_requeued(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    out = tmp_path / "pending.log"
+    proc = start([sys.executable, str(programs["pending.py"]), str(out)])
+    got = wait_lines(out, 3)
+    assert got[-1].split()[1] == "10,12"
+    criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    after = check_continues(out, last)
+    assert after[-1].split()[1] == "10,12", f"pending SIGUSR1/SIGUSR2 lost: {after[-1]}"
+    with open(f"/proc/{doc['root_pid']}/status") as fh:
+        status = fh.read()
+    assert "ShdPnd:\t0000000000000200" in status and "SigPnd:\t0000000000000800" in status

@@ -99,10 +99,11 @@ SYS: Final[dict[str, int]] = {
     "setuid": 105, "setgid": 106, "setpgid": 109, "getppid": 110,
     "getpgrp": 111, "setsid": 112, "setgroups": 116, "setresuid": 117,
     "setresgid": 119, "getpgid": 121, "setfsuid": 122, "setfsgid": 123,
-    "getsid": 124, "capset": 126, "sigaltstack": 131, "personality": 135,
+    "getsid": 124, "capset": 126, "rt_sigqueueinfo": 129, "sigaltstack": 131, "personality": 135,
     "getpriority": 140, "setpriority": 141, "prctl": 157, "arch_prctl": 158,
     "setrlimit": 160, "chroot": 161, "gettid": 186, "set_tid_address": 218,
     "exit_group": 231, "openat": 257, "set_robust_list": 273, "dup3": 292,
+    "rt_tgsigqueueinfo": 297,
     "pipe2": 293, "prlimit64": 302, "rseq": 334, "pidfd_open": 434,
     "clone3": 435, "close_range": 436,
 }
