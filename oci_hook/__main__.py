@@ -173,11 +173,16 @@ def _parent_runtime() -> tuple[str, str]:
 
 
 def _translate_detached(store: StateDir, cid: str, bundle: str) -> None:
-    """Compute the translation in a double-forked worker with stdio on /dev/null,
-    scheduled SCHED_IDLE (it only gets CPU no one else wants).
+    """Have the pending translations computed by one background worker.
 
-    runc waits for the hook and for EOF on the pipes it gave it; the
-    grandchild holds none of them, so the hook returns at once.
+    The worker is double-forked, has stdio on /dev/null (runc waits for the
+    hook and for EOF on the pipes it gave it; the worker holds none of them)
+    and is scheduled SCHED_IDLE (it only gets CPU no one else wants). At most
+    one worker per state directory runs (an flock): a worker translates every
+    record still pending, so containers started back to back pay the
+    translator's imports once. A hook that finds the lock taken leaves its
+    record to the running worker, which looks for pending records again after
+    releasing the lock.
     """
     pid = os.fork()
     if pid:
@@ -191,15 +196,39 @@ def _translate_detached(store: StateDir, cid: str, bundle: str) -> None:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        # never compete with the container runtime: run only when a CPU is idle
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except (AttributeError, OSError):
             os.nice(19)
-        _translate_and_store(store, cid, bundle)
+        _translation_worker(store)
         os._exit(0)
     except BaseException:
         os._exit(1)
+
+
+def _translation_worker(store: StateDir) -> None:
+    import fcntl
+
+    lock_path = os.path.join(store.root, ".translator.lock")
+    while store.pending_ids():
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # the running worker re-checks after it lets go
+            while True:
+                pending = store.pending_ids()
+                if not pending:
+                    break
+                for cid in pending:
+                    try:
+                        record = store.load(cid)
+                    except HetmigError:
+                        continue  # removed meanwhile (poststop)
+                    _translate_and_store(store, cid, record.bundle)
+        finally:
+            os.close(fd)  # releases the lock; then look again (a hook may have lost the race)
 
 
 def _translate_and_store(store: StateDir, cid: str, bundle: str) -> None:

@@ -481,6 +481,10 @@ class StateDir:
                 out.append(name[: -len(".json")])
         return sorted(out)
 
+    def pending_ids(self) -> list[str]:
+        """Ids of records that have no translation file yet."""
+        return [cid for cid in self.ids() if not os.path.exists(self.translation_path(cid))]
+
     def records(self) -> Iterator[ContainerRecord]:
         for cid in self.ids():
             try:

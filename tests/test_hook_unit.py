@@ -134,3 +134,23 @@ def test_lazy_translation_is_done_by_ps(tmp_path: Path, busybox_rootfs: Path) ->
         assert rows[0]["translation"]["state"] == "pending"
     res = hook(state_dir, state_json(), "--translate", "eager", "createRuntime")
     assert res.returncode == 2 and "--translate 'eager' (expected one of detached, sync, lazy)" in res.stderr
+
+
+def test_detached_workers_translate_every_record_of_a_burst(tmp_path: Path, busybox_rootfs: Path) -> None:
+    """Back-to-back createRuntime hooks: one worker at a time, yet every record gets its translation."""
+    state_dir = tmp_path / "state"
+    bundle = make_bundle(tmp_path / "bundle", busybox_rootfs, ["true"])
+    ids = [f"burst{i}" for i in range(4)]
+    for cid in ids:
+        assert hook(state_dir, state_json(id=cid, bundle=str(bundle)), "createRuntime").returncode == 0
+    containers = state_dir / "containers"
+    done = wait_for(
+        lambda: all((containers / f"{cid}.translation.json").exists() for cid in ids),
+        timeout=60,
+        what="every burst record translated",
+    )
+    assert done
+    for cid in ids:
+        doc = json.loads((containers / f"{cid}.translation.json").read_text())
+        assert doc["translation"]["state"] == ("ok" if translator_available() else "pending")
+    assert not [p for p in containers.iterdir() if p.name.startswith(".")]  # no temp or lock files here
