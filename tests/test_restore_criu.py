@@ -352,3 +352,34 @@ def test_pending_signals_requeued(tmp_path: Path, programs: dict[str, Path], res
     with open(f"/proc/{doc['root_pid']}/status") as fh:
         status = fh.read()
     assert "ShdPnd:\t0000000000000200" in status and "SigPnd:\t0000000000000800" in status
+
+
+def test_container_style_pid1_image_with_pidns(tmp_path: Path, programs: dict[str, Path],
+                                               restored: list[int]) -> None:
+    """An image whose root is pid 1 (a container's init) becomes pid 1 of a new pid namespace."""
+    from capture.images import read_image, write_image
+
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    images = tmp_path / "img"
+    pids = criu_dump(proc, images)
+    old = pids[0]
+    tree = read_image(images / "pstree.img")
+    entry: object = tree.entries[0]
+    for name in ("pid", "pgid", "sid"):
+        setattr(entry, name, 1)
+    del getattr(entry, "threads")[:]
+    getattr(entry, "threads").append(1)
+    write_image(images / "pstree.img", tree)
+    for kind in ("core", "mm", "pagemap", "fs", "ids"):
+        if (images / f"{kind}-{old}.img").exists():
+            (images / f"{kind}-{old}.img").rename(images / f"{kind}-1.img")
+    last = first_field(lines(out)[-1])
+    res = hetmig("restore", "-D", str(images), "--detach")
+    assert res.returncode == 1 and "already in use" in res.stderr, res.stderr
+    doc = restore_detached(images, "--pidns")
+    restored.append(doc["root_pid"])
+    assert doc["init_pid"] == 0, "the image's own pid 1 is the namespace init"
+    assert ns_pid(doc["root_pid"])[-1] == 1
+    check_continues(out, last)
