@@ -31,7 +31,10 @@ from tests.test_hook_common import hetmig, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
+COUNTER = (
+    "echo kept > /root/marker; rm /etc/group; "  # rootfs changes: rootfs-diff.tar and deleted.files
+    "i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
+)
 
 
 def podman(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -86,8 +89,8 @@ def test_podman_export_import_export_restore(
     assert out["container_name"] == src and out["compression"] == "zstd"
     for img in ("inventory.img", "pstree.img", "descriptors.json"):
         assert (image_dir / img).is_file()
-    for side in ("config.dump", "spec.dump"):
-        assert (image_dir / "podman" / side).is_file()
+    for side in ("config.dump", "spec.dump", "rootfs-diff.tar", "deleted.files"):
+        assert (image_dir / "podman" / side).is_file(), side
     doc = json.loads((image_dir / "hetmig.json").read_text())
     assert doc["spec"]["process"]["args"][-1] == COUNTER
     assert doc["origin"]["image"] == busybox_image
@@ -100,7 +103,8 @@ def test_podman_export_import_export_restore(
     hetmig("export", "-D", str(image_dir), "-o", str(ours))
     with tarfile.open(ours) as tar:
         members = set(tar.getnames())
-    assert {"checkpoint/inventory.img", "config.dump", "spec.dump", "hetmig.json"} <= members
+    assert {"checkpoint/inventory.img", "config.dump", "spec.dump", "rootfs-diff.tar", "deleted.files",
+            "hetmig.json"} <= members
     # and hetmig reads its own (gzip) export back: the same images, byte for byte
     again = tmp_path / "again"
     assert json.loads(hetmig("import", str(ours), "-D", str(again), "--json").stdout)["compression"] == "gzip"
@@ -118,6 +122,9 @@ def test_podman_export_import_export_restore(
     assert first >= seen_before  # restored from the checkpoint, not started afresh at 1
     time.sleep(0.3)
     assert counter(dst) > first  # and it keeps counting
+    # the rootfs changes came along
+    assert podman("exec", dst, "cat", "/root/marker").stdout.strip() == "kept"
+    assert podman("exec", dst, "ls", "/etc/group", check=False).returncode != 0
 
 
 def _hostile(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
