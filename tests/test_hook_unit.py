@@ -124,6 +124,11 @@ def test_lazy_translation_is_done_by_ps(tmp_path: Path, busybox_rootfs: Path) ->
     res = hook(state_dir, state_json(bundle=str(bundle)), "--translate", "lazy", "createRuntime")
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (state_dir / "containers").iterdir()) == ["c1.json"]
+    from tests.test_hook_common import hetmig
+
+    quick = json.loads(hetmig("ps", "--json", "--no-translate", "--state-dir", str(state_dir)).stdout)
+    assert quick[0]["translation"]["state"] == "pending" and quick[0]["status"] == "running"
+    assert sorted(p.name for p in (state_dir / "containers").iterdir()) == ["c1.json"]
     rows = ps_json(state_dir)
     assert rows[0]["id"] == "c1" and rows[0]["pid"] == os.getpid()
     if translator_available():
