@@ -29,11 +29,14 @@ Exit codes: 0 done, 1 operational failure (state directory not writable), 2 bad
 input (stdin not JSON, a field missing or of the wrong type, unknown stage):
 one line on stderr, and nothing is changed.
 
-Speed matters (runc waits for the hook): only os/sys/time and
-:mod:`runtime_shim.state` (which parses JSON with ``_json``'s C scanner, without
-the ``json`` package and its ``re``/``enum`` imports) are imported on the hot path; the translator (YAML,
-jsonschema) runs in a detached, double-forked worker whose stdio is
-/dev/null, so runc does not wait for it.
+Speed matters (runc waits for the hook, twice per container): only
+os/sys/time and :mod:`runtime_shim.state` (which parses JSON with ``_json``'s
+C scanner, without the ``json`` package and its ``re``/``enum`` imports) are
+imported on the hot path; the translator (YAML, jsonschema) runs later:
+lazily in ``hetmig ps`` (what packaging/hooks.d ships) or in the detached
+worker. Start it through packaging/bin/hetmig-hook (``python -S``, no runpy,
+no console-script wrapper). bench/bench_hook.py measures what it adds to
+``runc run``.
 """
 
 from __future__ import annotations
