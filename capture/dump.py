@@ -22,8 +22,10 @@ seized thread untouched (running, never left stopped), removes the images
 this dump wrote, and raises :class:`capture.errors.CheckpointError`.
 
 Refuses (CheckpointError naming pid, fd/address and kind): shared anonymous
-or SysV memory, descriptor kinds it cannot record, pending signals, POSIX
-timers, seccomp filters, zombies, non-x86_64 tasks.
+or SysV memory, descriptor kinds it cannot record (terminals other than pty
+slaves, memfds, named FIFOs, epoll/signalfd/inotify/timerfd), pending
+signals, POSIX timers, CET shadow stacks, nested pid namespaces, a session
+leader outside the tree's pid namespace, non-x86_64 tasks.
 """
 
 from __future__ import annotations
@@ -374,6 +376,8 @@ class Dumper:
         self.files: list[Any] = []  # file_entry messages
         self.pipe_data: dict[int, PipeData] = {}
         self.tty_infos: list[Any] = []
+        self.seccomp_filters: list[Any] = []
+        self.seccomp_chains: dict[tuple[bytes, ...], int] = {}
         self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
         self.pages_id = 0
         self.total_pages = 0
@@ -588,6 +592,24 @@ class Dumper:
         self.ids.files_by_key[("fd", pid, f.fd, f.ino, f.dev)] = fid
         return fid
 
+    def _seccomp_chain(self, filters: Sequence[bytes]) -> int:
+        """Add a thread's filter chain (first installed first) to seccomp.img in CRIU's
+        layout: most recent filter first, each next entry linked to the one
+        before by ``prev``; the thread points at the last (first installed) one."""
+        key = tuple(filters)
+        if key in self.seccomp_chains:
+            return self.seccomp_chains[key]
+        sc_pb = _pb("seccomp_pb2")
+        for i, prog in enumerate(reversed(filters)):
+            f = sc_pb.seccomp_filter()
+            f.filter = prog
+            if i:
+                f.prev = len(self.seccomp_filters) - 1
+            f.flags = 1  # SECCOMP_FILTER_FLAG_TSYNC, as CRIU records it
+            self.seccomp_filters.append(f)
+        self.seccomp_chains[key] = len(self.seccomp_filters) - 1
+        return len(self.seccomp_filters) - 1
+
     def _tty_info_id(self, t: TtyInfo) -> int:
         """tty-info.img entry of one terminal (one per device), CRIU's PTY shape."""
         if t.rdev in self.tty_ids:
@@ -782,8 +804,8 @@ class Dumper:
                                       "dumping pending signals is not implemented")
             if ti.shadow_stack:
                 raise CheckpointError(f"pid {pid} tid {tid}: a CET shadow stack is enabled; not supported")
-            if ti.seccomp_mode == 2:
-                raise CheckpointError(f"pid {pid} tid {tid}: seccomp filters are not dumped yet")
+            if ti.seccomp_mode == 2 and not ti.seccomp_filters:
+                raise CheckpointError(f"pid {pid} tid {tid}: seccomp filter mode but its filters cannot be read")
             regs = fix_syscall_restart(self.p.get_regs(tid))
             if regs.cs != 0x33:
                 raise CheckpointError(f"pid {pid} tid {tid}: cs=0x{regs.cs:x}, only 64-bit tasks (0x33) are supported")
@@ -840,6 +862,10 @@ class Dumper:
                 th.rseq_entry.rseq_abi_size = rs.abi_size
                 th.rseq_entry.signature = rs.signature
             th.cg_set = 1
+            if ti.seccomp_mode:
+                th.seccomp_mode = ti.seccomp_mode
+            if ti.seccomp_mode == 2:
+                th.seccomp_filter = self._seccomp_chain(ti.seccomp_filters)
             if tid == leader:
                 tc = c.tc
                 tc.task_state = TASK_STOPPED if info.state == "T" else TASK_ALIVE
@@ -906,7 +932,9 @@ class Dumper:
             self.out.write("pipes-data.img", entries, payloads)
         if self.tty_infos:
             self.out.write("tty-info.img", self.tty_infos)
-        self.out.write("seccomp.img", [_pb("seccomp_pb2").seccomp_entry()])
+        sc = _pb("seccomp_pb2").seccomp_entry()
+        sc.seccomp_filters.extend(self.seccomp_filters)
+        self.out.write("seccomp.img", [sc])
         clocks = self.p.clocks()
         tn = _pb("timens_pb2").timens_entry()
         tn.monotonic.tv_sec, tn.monotonic.tv_nsec = divmod(clocks.monotonic_ns, 10**9)

@@ -418,3 +418,37 @@ def test_pty_stdio_like_criu_shell_job(spawn: list[subprocess.Popen[bytes]], tmp
     files = {f.id: f for f in entries(ours / "files.img")}
     ttys = [f.tty for f in files.values() if f.HasField("tty")]
     assert len(ttys) == 1 and files[ttys[0].regf_id].reg.name.startswith("/dev/pts/")
+
+
+SECCOMP_C = r"""
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(void) {
+    struct sock_filter f1[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+    struct sock_filter f2[] = { BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+    struct sock_fprog p1 = { 1, f1 }, p2 = { 2, f2 };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p1)
+        || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p2))
+        return 1;
+    for (;;) pause();
+}
+"""
+
+
+def test_seccomp_filters_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    gcc = require("gcc")
+    src, exe = tmp_path / "sc.c", tmp_path / "sc"
+    src.write_text(SECCOMP_C)
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
+    p = start(spawn, [str(exe)])
+    assert "Seccomp:\t2" in Path(f"/proc/{p.pid}/status").read_text()
+    ours, theirs, _ = ours_then_criu(p.pid, tmp_path, tree=False)
+    sa, sb = entries(ours / "seccomp.img")[0], entries(theirs / "seccomp.img")[0]
+    assert list(sa.seccomp_filters) == list(sb.seccomp_filters) and len(sa.seccomp_filters) == 2
+    ca, cb = entries(ours / f"core-{p.pid}.img")[0], entries(theirs / f"core-{p.pid}.img")[0]
+    assert (ca.thread_core.seccomp_mode, ca.thread_core.seccomp_filter) == (
+        cb.thread_core.seccomp_mode, cb.thread_core.seccomp_filter) == (2, 1)
+    assert ca.thread_core.creds.no_new_privs == cb.thread_core.creds.no_new_privs == 1
+    crit_decodes_all(ours)

@@ -62,6 +62,11 @@ def test_implements_every_protocol_method() -> None:
         assert list(got.parameters) == list(want.parameters), name
 
 
+def test_no_linux_only_public_api() -> None:
+    public = {n for n in dir(LinuxPlatform) if not n.startswith("_")} | {"proc"}
+    assert public == {n for n in dir(Platform) if not n.startswith("_")} | {"name", "proc"}
+
+
 def test_base_dataclasses_are_frozen_and_slotted() -> None:
     import dataclasses
 

@@ -195,6 +195,10 @@ class ThreadInfo:
     seccomp_mode: int  # 0 disabled, 1 strict, 2 filter
     vtid: int = 0  # tid in the process's own pid namespace (0: same as tid)
     shadow_stack: bool = False  # x86 CET shadow stack enabled for the thread
+    #: BPF programs (raw struct sock_filter arrays) of the thread's seccomp
+    #: filter chain, first installed first. Only read while the thread
+    #: is stopped under our ptrace; empty otherwise or without filters.
+    seccomp_filters: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ PTRACE_SETREGSET: Final = 0x4205
 PTRACE_SEIZE: Final = 0x4206
 PTRACE_INTERRUPT: Final = 0x4207
 PTRACE_GET_RSEQ_CONFIGURATION: Final = 0x420F
+PTRACE_SECCOMP_GET_FILTER: Final = 0x420C
 PTRACE_EVENT_STOP: Final = 128
 NT_X86_XSTATE: Final = 0x202
 WALL: Final = 0x40000000
@@ -585,7 +586,28 @@ class LinuxPlatform:
             seccomp_mode=_status_int(status, "Seccomp", 10, 0),
             vtid=_ns_last(status, "NSpid"),
             shadow_stack="shstk" in status.get("x86_Thread_features", "").split(),
+            seccomp_filters=self._seccomp_filters(tid) if _status_int(status, "Seccomp", 10, 0) == 2 else (),
         )
+
+    def _seccomp_filters(self, tid: int) -> tuple[bytes, ...]:
+        """PTRACE_SECCOMP_GET_FILTER for index 0 (the first installed), 1, ...
+
+        Empty unless we hold *tid* stopped under ptrace.
+        """
+        out: list[bytes] = []
+        for index in range(1024):
+            try:
+                n = _ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, 0)
+            except PlatformError as err:
+                if err.errno == errno_mod.ENOENT:
+                    break
+                if err.errno in (errno_mod.ESRCH, errno_mod.EPERM, errno_mod.EACCES) and index == 0:
+                    return ()
+                raise
+            buf = ctypes.create_string_buffer(n * 8)
+            got = _ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, ctypes.addressof(buf))
+            out.append(buf.raw[: got * 8])
+        return tuple(out)
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
         flags = parse_smaps_vmflags(self._read(f"{pid}/smaps"))
@@ -791,7 +813,7 @@ class LinuxPlatform:
                       boottime_ns=time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
     # -- memory ----------------------------------------------------------
-    def zero_page_pfn(self) -> int | None:
+    def _zero_page_pfn(self) -> int | None:
         """PFN of the kernel's shared zero page (None if PFNs are hidden)."""
         if self._zero_pfn is False:
             import mmap
@@ -817,7 +839,7 @@ class LinuxPlatform:
         if vma.flags & MAP_SHARED:
             return []
         private_file = vma.kind is VmaKind.FILE
-        zero = self.zero_page_pfn()
+        zero = self._zero_page_pfn()
         runs: list[tuple[int, int]] = []
         chunk_pages = 1 << 16  # 512 KiB of pagemap per read
         try:
@@ -1031,7 +1053,7 @@ class LinuxPlatform:
         return head.value, length.value
 
     # -- syscall injection --------------------------------------------------
-    def inject_syscall(self, pid: int, tid: int, nr: int, *args: int) -> int:
+    def _inject_syscall(self, pid: int, tid: int, nr: int, *args: int) -> int:
         """Run one system call in stopped thread *tid*; returns its (signed) result.
 
         Uses :class:`capture.platform.linux_inject.Injector` (single step over a
@@ -1061,7 +1083,7 @@ class LinuxPlatform:
             if sig in (9, 19):
                 out.append(SigAction(signo=sig, handler=0, flags=0, restorer=0, mask=0))
                 continue
-            r = self.inject_syscall(pid, tid, SYS_RT_SIGACTION, sig, 0, buf_addr, 8)
+            r = self._inject_syscall(pid, tid, SYS_RT_SIGACTION, sig, 0, buf_addr, 8)
             if r < 0:
                 raise PlatformError(f"rt_sigaction({sig}) in pid {pid} failed", errno=-r)
             self.read_memory_into(pid, [(buf_addr, 32)], memoryview(raw))
@@ -1072,7 +1094,7 @@ class LinuxPlatform:
     def sigaltstack(self, tid: int) -> SigAltStack:
         pid = self._tgid(tid)
         addr = self._scratch(tid, 24)
-        r = self.inject_syscall(pid, tid, SYS_SIGALTSTACK, 0, addr)
+        r = self._inject_syscall(pid, tid, SYS_SIGALTSTACK, 0, addr)
         if r < 0:
             raise PlatformError(f"sigaltstack in tid {tid} failed", errno=-r)
         raw = bytearray(24)
@@ -1083,7 +1105,7 @@ class LinuxPlatform:
     def clear_tid_address(self, tid: int) -> int:
         pid = self._tgid(tid)
         addr = self._scratch(tid, 8)
-        r = self.inject_syscall(pid, tid, SYS_PRCTL, PR_GET_TID_ADDRESS, addr)
+        r = self._inject_syscall(pid, tid, SYS_PRCTL, PR_GET_TID_ADDRESS, addr)
         if r < 0:
             raise PlatformError(f"prctl(PR_GET_TID_ADDRESS) in tid {tid} failed", errno=-r)
         raw = bytearray(8)
@@ -1096,13 +1118,13 @@ class LinuxPlatform:
         raw = bytearray(32)
         timers: list[ITimer] = []
         for which in (0, 1, 2):
-            r = self.inject_syscall(pid, tid, SYS_GETITIMER, which, addr)
+            r = self._inject_syscall(pid, tid, SYS_GETITIMER, which, addr)
             if r < 0:
                 raise PlatformError(f"getitimer({which}) in pid {pid} failed", errno=-r)
             self.read_memory_into(pid, [(addr, 32)], memoryview(raw))
             isec, iusec, vsec, vusec = struct.unpack("<qqqq", raw)
             timers.append(ITimer(isec=isec, iusec=iusec, vsec=vsec, vusec=vusec))
-        r = self.inject_syscall(pid, tid, SYS_PRCTL, PR_GET_CHILD_SUBREAPER, addr)
+        r = self._inject_syscall(pid, tid, SYS_PRCTL, PR_GET_CHILD_SUBREAPER, addr)
         if r < 0:
             raise PlatformError(f"prctl(PR_GET_CHILD_SUBREAPER) in pid {pid} failed", errno=-r)
         self.read_memory_into(pid, [(addr, 4)], memoryview(raw)[:4])
@@ -1116,7 +1138,7 @@ class LinuxPlatform:
         )
 
     def _prctl_value(self, pid: int, tid: int, option: int) -> int:
-        r = self.inject_syscall(pid, tid, SYS_PRCTL, option)
+        r = self._inject_syscall(pid, tid, SYS_PRCTL, option)
         if r < 0:
             raise PlatformError(f"prctl({option}) in pid {pid} failed", errno=-r)
         return r
