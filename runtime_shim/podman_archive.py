@@ -163,16 +163,36 @@ def _write_member(src: IO[bytes], dest: Path, size: int) -> None:
 
 
 def import_archive(archive: Path, directory: Path) -> ImportResult:
-    """Extract a podman checkpoint archive into *directory* (must be empty or absent)."""
+    """Extract a podman checkpoint archive into *directory* (must be empty or absent).
+
+    On any failure what was extracted is removed again (and *directory* too
+    if this call created it).
+    """
     if not archive.is_file():
         raise BadInputError(f"{archive}: no such archive")
-    if directory.exists():
+    created = not directory.exists()
+    if not created:
         if directory.is_symlink() or not directory.is_dir():
             raise BadInputError(f"-D {directory}: exists and is not a directory")
         if any(directory.iterdir()):
             raise BadInputError(f"-D {directory}: not empty")
     directory.mkdir(parents=True, exist_ok=True)
     root = directory.resolve()
+    try:
+        return _import_into(archive, root)
+    except BaseException:
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _import_into(archive: Path, root: Path) -> ImportResult:
     tar, proc, comp = _open_tar(archive)
     written: list[str] = []
     try:
@@ -230,8 +250,34 @@ def _load_json(path: Path, archive: Path) -> Any:
         raise BadInputError(f"{archive}: {path.name} is not JSON ({err})") from None
 
 
+_MTYPE_ARCH = {"X86_64": "x86_64", "ARM": "arm", "AARCH64": "aarch64", "PPC64": "ppc64le", "S390": "s390x",
+               "MIPS": "mips64", "LOONGARCH64": "loongarch64", "RISCV64": "riscv64"}
+
+
+def images_facts(root: Path) -> tuple[str | None, list[int]]:
+    """(architecture, pids) read from pstree.img and core-PID.img with hetmig's codec.
+
+    This also proves the imported images decode (an ImageError names the file).
+    """
+    from capture.images import read_image, to_dict
+
+    for name in ("pstree.img",):
+        if not (root / name).is_file():
+            raise BadInputError(f"{root}: no {name} in the archive's checkpoint/ (not a CRIU checkpoint)")
+    tree = to_dict(read_image(root / "pstree.img"))
+    pids = [int(e["pid"]) for e in tree.get("entries", [])]
+    if not pids:
+        raise BadInputError(f"{root / 'pstree.img'}: no process in the checkpoint")
+    core = to_dict(read_image(root / f"core-{pids[0]}.img"))
+    entries = core.get("entries") or [{}]
+    mtype = str(entries[0].get("mtype", ""))
+    return _MTYPE_ARCH.get(mtype, mtype.lower() or None), pids
+
+
 def _write_hetmig_json(root: Path, archive: Path, spec: Any, config: Any) -> None:
     from runtime_shim.backends.linux import HETMIG_JSON_VERSION, image_checksums, translate_spec
+
+    arch, pids = images_facts(root)
 
     cid = str(config.get("id", "")) if isinstance(config, dict) else ""
     name = str(config.get("name", "")) if isinstance(config, dict) else ""
@@ -240,8 +286,10 @@ def _write_hetmig_json(root: Path, archive: Path, spec: Any, config: Any) -> Non
         "container_id": cid,
         "created": time.time(),
         "engine": "criu",
-        "source": {"os": "linux", "arch": None, "kernel": None, "cpu_features": [],
-                   "note": "imported from a podman checkpoint archive: host facts were not recorded"},
+        "source": {"os": "linux", "arch": arch, "kernel": None, "cpu_features": [],
+                   "note": "imported from a podman checkpoint archive: arch read from core-PID.img; "
+                           "the source kernel and CPU features were not recorded"},
+        "pids": pids,
         "origin": {"format": "podman-checkpoint", "archive": str(archive.resolve()), "name": name,
                    "image": config.get("rootfsImageName") if isinstance(config, dict) else None},
         "spec": spec if isinstance(spec, dict) else None,

@@ -94,6 +94,7 @@ def test_podman_export_import_export_restore(
     doc = json.loads((image_dir / "hetmig.json").read_text())
     assert doc["spec"]["process"]["args"][-1] == COUNTER
     assert doc["origin"]["image"] == busybox_image
+    assert doc["source"]["arch"] == "x86_64" and doc["pids"][0] == 1  # read with hetmig's own image codec
     assert doc["translation"]["state"] in ("ok", "failed", "pending")
     assert "inventory.img" in doc["checksums"]
     # real crit decodes the imported images
@@ -177,6 +178,7 @@ def test_import_refuses_hostile_archives(tmp_path: Path, kind: str, expect: str)
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "abs-escape.txt").exists()
     assert not (tmp_path / "out" / "escape.txt").exists()
+    assert not target.exists()  # what was extracted before the bad member is gone again
 
 
 def test_import_refuses_non_empty_dir_and_export_needs_podman_config(tmp_path: Path) -> None:
@@ -196,3 +198,25 @@ def test_import_refuses_non_empty_dir_and_export_needs_podman_config(tmp_path: P
     res = hetmig("export", "-D", str(images), "-o", str(tmp_path / "o.tar"), check=False)
     assert res.returncode == 2 and "podman restore --import needs podman's container config" in res.stderr
     assert not (tmp_path / "o.tar").exists()
+
+
+def test_import_refuses_incomplete_archives(tmp_path: Path) -> None:
+    def archive(*members: str) -> Path:
+        path = tmp_path / f"{unique('inc')}.tar"
+        with tarfile.open(path, "w") as tar:
+            for name in members:
+                data = b"{}" if name.endswith(".dump") else b"x"
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    res = hetmig("import", str(archive("config.dump", "spec.dump")), "-D", str(tmp_path / "a"), check=False)
+    assert res.returncode == 2 and "no checkpoint/inventory.img (not a podman checkpoint archive)" in res.stderr
+    res = hetmig("import", str(archive("checkpoint/inventory.img", "config.dump")), "-D", str(tmp_path / "b"),
+                 check=False)
+    assert res.returncode == 2 and "no spec.dump (not a podman checkpoint archive)" in res.stderr
+    res = hetmig("import", str(archive("checkpoint/inventory.img", "config.dump", "spec.dump")),
+                 "-D", str(tmp_path / "c"), check=False)
+    assert res.returncode == 2 and "no pstree.img" in res.stderr
+    assert not any((tmp_path / d).exists() for d in "abc")
