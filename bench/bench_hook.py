@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=21, help="runs per variant (>= 15)")
     parser.add_argument("--budget-ms", type=float, default=30.0, help="max added median (ms)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--translate", choices=("detached", "lazy", "sync"), default="lazy",
-                        help="the hook's translation mode (default lazy, as packaging/hooks.d ships it)")
+    parser.add_argument("--translate", choices=("detached", "lazy", "sync"), default="detached",
+                        help="the hook's translation mode (default detached, as packaging/hooks.d ships it)")
     args = parser.parse_args(argv)
     if args.runs < 15:
         parser.error("--runs must be at least 15")
