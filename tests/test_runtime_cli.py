@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.tools import require
-from tests.test_hook_common import PYTHON, REPO, Runc, make_bundle, runc_root, unique, wait_for
+from tests.test_hook_common import PYTHON, REPO, Runc, make_bundle, runc_root, translator_available, unique, wait_for
 
 __all__ = ["runc_root"]
 
@@ -140,7 +140,11 @@ def test_checkpoint_restore_counter_criu(tmp_path: Path, busybox_rootfs: Path, r
     assert doc["engine"] == "criu" and doc["container_id"] == cid
     assert doc["source"]["os"] == "linux" and doc["spec"]["process"]["args"][0] == "sh"
     assert "inventory.img" in doc["checksums"] and "pstree.img" in doc["checksums"]
-    assert doc["translation"]["state"] in ("ok", "pending")
+    if translator_available():
+        assert doc["translation"]["state"] == "ok", doc["translation"]
+        assert doc["translation"]["plan"]["jail"]["params"]["path"] == str(busybox_rootfs)
+    else:
+        assert doc["translation"]["state"] == "pending"
 
     pid_file = tmp_path / "restored.pid"
     stdio = runc_root.pipes()

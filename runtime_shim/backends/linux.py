@@ -247,7 +247,7 @@ def write_hetmig_json(
     """Write image_dir/hetmig.json atomically (spec, translation, checksums)."""
     translation: dict[str, Any] = {"state": "pending"}
     if spec is not None:
-        translation = translate_spec(spec, container_id)
+        translation = translate_spec(spec, container_id, (extra or {}).get("bundle"))
     doc: dict[str, Any] = {
         "version": HETMIG_JSON_VERSION,
         "container_id": container_id,
@@ -269,14 +269,18 @@ def write_hetmig_json(
     return path
 
 
-def translate_spec(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    """FreeBSD translation of *spec* as stored in hetmig.json (plan + losses)."""
+def translate_spec(spec: dict[str, Any], name: str, bundle: str | None = None) -> dict[str, Any]:
+    """FreeBSD translation of *spec* as stored in hetmig.json (plan + losses).
+
+    *bundle* resolves a relative ``root.path``; without it the spec's paths are
+    taken as they are (podman's specs carry absolute ones).
+    """
     try:
         from runtime_shim.translate import load_rules, oci_to_freebsd
     except ImportError as err:
         return {"state": "pending", "error": f"translator not available: {err}"}
     try:
-        plan = oci_to_freebsd(spec, name, load_rules(), bundle="/")
+        plan = oci_to_freebsd(spec, name, load_rules(), bundle=bundle or "/")
     except HetmigError as err:
         return {"state": "failed", "error": str(err)}
     doc = plan.to_json()
