@@ -799,39 +799,20 @@ class _Restorer:
 
     def _write_pages(self, pr: _Proc) -> None:
         img = pr.img
-        if not img.page_runs:
-            return
         skip = [(v.start, v.end) for v in img.vmas if v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL)]
+        segments: list[tuple[int, int, int]] = []
+        for run in img.page_runs:
+            lo, hi = run.vaddr, run.vaddr + run.nr_pages * PAGE
+            if any(not (hi <= s or lo >= e) for s, e in skip):
+                continue
+            segments.append((run.file_offset, lo, hi - lo))
+        if not segments:
+            return
         fd = os.open(img.pages_file, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                return
-            # a private writable view is never written: it only lets ctypes
-            # take the address of the page-cache pages without a copy
-            mem = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            li.write_file_ranges(pr.host_pid, fd, segments)
         finally:
             os.close(fd)
-        anchor = ctypes.c_char.from_buffer(mem)
-        try:
-            try:
-                mem.madvise(mmap.MADV_SEQUENTIAL)
-            except (AttributeError, OSError):
-                pass
-            base = ctypes.addressof(anchor)
-            local: list[tuple[int, int]] = []
-            remote: list[tuple[int, int]] = []
-            for run in img.page_runs:
-                lo, hi = run.vaddr, run.vaddr + run.nr_pages * PAGE
-                if any(not (hi <= s or lo >= e) for s, e in skip):
-                    continue
-                local.append((base + run.file_offset, hi - lo))
-                remote.append((lo, hi - lo))
-            if local:
-                li.writev_remote(pr.host_pid, local, remote)
-        finally:
-            del anchor
-            mem.close()
 
     def _set_mm_map(self, pr: _Proc) -> None:
         mm = pr.img.mm

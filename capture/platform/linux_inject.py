@@ -144,6 +144,10 @@ def _load_libc() -> ctypes.CDLL:
     lib.process_vm_readv.argtypes = lib.process_vm_writev.argtypes
     lib.process_vm_readv.restype = ctypes.c_ssize_t
     lib.syscall.restype = ctypes.c_long
+    lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    lib.mmap.restype = ctypes.c_void_p
+    lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.munmap.restype = ctypes.c_int
     return lib
 
 
@@ -434,6 +438,56 @@ def writev_remote(pid: int, local: Sequence[tuple[int, int]], remote: Sequence[t
 def readv_remote(pid: int, local: Sequence[tuple[int, int]], remote: Sequence[tuple[int, int]]) -> int:
     """process_vm_readv from remote (address, length) ranges into local ones."""
     return _vm_rw(pid, local, remote, False)
+
+
+#: bytes of a file mapped at a time by :func:`write_file_ranges`.
+FILE_WINDOW: Final = 64 * 1024 * 1024
+
+
+def write_file_ranges(pid: int, fd: int, segments: Sequence[tuple[int, int, int]], *, workers: int = 0,
+                      window: int = FILE_WINDOW) -> int:
+    """Copy (file offset, remote address, length) segments of *fd* into *pid*.
+
+    One copy only: windows of the file are mapped read-only (pre-faulted,
+    MAP_POPULATE) and handed to ``process_vm_writev`` as large iovec
+    batches; windows are unmapped as soon as they are written, so the
+    caller's resident size stays at a few windows. *workers* threads (default:
+    one per CPU, at most 4) write windows in parallel (ctypes drops the GIL).
+    """
+    import concurrent.futures
+
+    buckets: dict[int, list[tuple[int, int, int]]] = {}
+    for off, addr, length in segments:
+        while length > 0:
+            k = off // window
+            take = min(length, (k + 1) * window - off)
+            buckets.setdefault(k, []).append((off, addr, take))
+            off, addr, length = off + take, addr + take, length - take
+    lib = libc()
+    prot_read, map_shared, map_populate = 1, 1, 0x8000
+
+    def one(parts: list[tuple[int, int, int]]) -> int:
+        start = parts[0][0] // PAGE * PAGE
+        end = max(o + n for o, _, n in parts)
+        size = end - start
+        base = lib.mmap(None, size, prot_read, map_shared | map_populate, fd, start)
+        if base is None or base == ctypes.c_void_p(-1).value:
+            err = ctypes.get_errno()
+            raise PlatformError(f"mmap of {size} bytes of the pages file at {start} failed: {os.strerror(err)}",
+                                errno=err)
+        try:
+            return writev_remote(pid, [(base + o - start, n) for o, _, n in parts], [(a, n) for _, a, n in parts])
+        finally:
+            lib.munmap(base, size)
+
+    jobs = [buckets[k] for k in sorted(buckets)]
+    if not jobs:
+        return 0
+    n = workers or min(4, os.cpu_count() or 1)
+    if n <= 1 or len(jobs) == 1:
+        return sum(one(j) for j in jobs)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        return sum(pool.map(one, jobs))
 
 
 def write_memory(pid: int, addr: int, data: bytes) -> None:
