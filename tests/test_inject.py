@@ -201,3 +201,26 @@ def test_parse_maps_recorded_text() -> None:
     maps = li.parse_maps(text)
     assert [m.path for m in maps] == ["/usr/bin/x", "[vdso]", ""]
     assert maps[1].start == 0x7FFD1D9F4000 and maps[1].perms == "r-xp"
+
+
+def test_write_file_ranges_across_windows(stopped: int, tmp_path: Path) -> None:
+    """Segments split across file windows land byte-exactly, with 1 and 2 workers."""
+    data = bytes((i * 7 + i // 4096) % 256 for i in range(40 * 4096))
+    src = tmp_path / "pages.img"
+    src.write_bytes(data)
+    inj = li.Injector(stopped, li.find_syscall_insn(stopped))
+    scratch = li.RemoteScratch(inj, size=64 * 4096)
+    try:
+        # file pages 0..9 -> remote 20..29, 10..39 -> remote 30..59 (windows of 3 pages)
+        segs = [(0, scratch.addr + 20 * 4096, 10 * 4096), (10 * 4096, scratch.addr + 30 * 4096, 30 * 4096)]
+        fd = os.open(src, os.O_RDONLY)
+        try:
+            for workers in (1, 2):
+                li.write_memory(stopped, scratch.addr + 20 * 4096, b"\0" * 40 * 4096)
+                assert li.write_file_ranges(stopped, fd, segs, workers=workers, window=3 * 4096) == 40 * 4096
+                assert li.read_memory(stopped, scratch.addr + 20 * 4096, 40 * 4096) == data
+        finally:
+            os.close(fd)
+    finally:
+        scratch.close()
+        inj.restore()
