@@ -16,9 +16,10 @@ One interface, :class:`Tracker`, two implementations:
   registration, so it never appears in a dump. A process stopped by SIGSTOP
   cannot run injected code under PTRACE_SEIZE (it re-traps into the group
   stop), so a frozen target must be frozen by ptrace and :meth:`hold` tells
-  the tracker so. Injection uses
-  :class:`capture.platform.linux.LinuxPlatform` (seize, interrupt,
-  ``inject_syscall``, memory writes); there is no private injector here.
+  the tracker so. Stopping uses the platform's seize/interrupt/release; the
+  injection itself is a small private injector here (single-step over a
+  ``syscall`` instruction of the target's vDSO), independent of the
+  platform's and the restorer's injection helpers.
   Ranges that appear after ``start`` (new mmaps, heap growth) are reported
   entirely dirty once and registered; ranges the kernel refuses to register
   are reported entirely dirty at every scan (never silently untracked).
@@ -86,6 +87,102 @@ PAGE_IS_PFNZERO = 1 << 5
 
 PROT_WRITE = 0x2
 MAP_PRIVATE = 0x02
+
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_SINGLESTEP = 9
+WALL = 0x40000000
+SIGTRAP = 5
+_REG_NAMES = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+              "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+              "es", "fs", "gs")
+
+
+class _UserRegs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_ulonglong) for n in _REG_NAMES]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _ptrace(req: int, tid: int, addr: int, data: int, what: str) -> None:
+    if _libc.ptrace(req, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) == -1:
+        err = ctypes.get_errno()
+        raise PlatformError(f"{what} on tid {tid} failed: {os.strerror(err)}", errno=err)
+
+
+class _Injector:
+    """Minimal private syscall injection (x86_64) into a thread that is already in a
+    ptrace-stop: registers saved, rip pointed at a ``syscall`` instruction of the
+    target's vDSO, one single-step, result read, registers restored. Private to the
+    tracker so it does not depend on the in-flux injection helpers of the platform
+    and restore modules."""
+
+    def __init__(self, pid: int, proc: str) -> None:
+        self.pid = pid
+        self.proc = proc
+        self._insn: int | None = None
+
+    def _find_insn(self) -> int:
+        if self._insn is not None:
+            return self._insn
+        with open(f"{self.proc}/{self.pid}/maps") as f:
+            lines = [ln.split() for ln in f if ln.rstrip().endswith("[vdso]")]
+        if not lines:
+            raise TrackerUnavailable(f"pid {self.pid} has no [vdso] mapping to borrow a syscall instruction from")
+        lo, hi = (int(x, 16) for x in lines[0][0].split("-"))
+        fd = os.open(f"{self.proc}/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            code = os.pread(fd, hi - lo, lo)
+        finally:
+            os.close(fd)
+        pos = code.find(b"\x0f\x05")
+        if pos < 0:
+            raise TrackerUnavailable(f"no syscall instruction in the vDSO of pid {self.pid}")
+        self._insn = lo + pos
+        return self._insn
+
+    def syscall(self, tid: int, nr: int, *args: int) -> int:
+        insn = self._find_insn()
+        saved = _UserRegs()
+        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(saved), "PTRACE_GETREGS")
+        regs = _UserRegs.from_buffer_copy(saved)
+        a = [x & 0xFFFFFFFFFFFFFFFF for x in (list(args) + [0] * 6)[:6]]
+        regs.rax, regs.orig_rax, regs.rip = nr, 0xFFFFFFFFFFFFFFFF, insn
+        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = a
+        regs.eflags &= ~0x100
+        _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs), "PTRACE_SETREGS")
+        try:
+            _ptrace(PTRACE_SINGLESTEP, tid, 0, 0, "PTRACE_SINGLESTEP")
+            _, status = os.waitpid(tid, WALL)
+            if not os.WIFSTOPPED(status) or os.WSTOPSIG(status) != SIGTRAP:
+                raise PlatformError(f"injected syscall {nr} in tid {tid}: unexpected stop status 0x{status:x}")
+            after = _UserRegs()
+            _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(after), "PTRACE_GETREGS")
+            if after.rip != insn + 2:
+                raise PlatformError(f"injected syscall {nr} in tid {tid} stopped at 0x{after.rip:x}, "
+                                    f"expected 0x{insn + 2:x}")
+            res = int(after.rax)
+            return res - (1 << 64) if res >= 1 << 63 else res
+        finally:
+            _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(saved), "PTRACE_SETREGS")
+
+    def rsp(self, tid: int) -> int:
+        regs = _UserRegs()
+        _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs), "PTRACE_GETREGS")
+        return int(regs.rsp)
+
+    def write(self, addr: int, data: bytes) -> None:
+        fd = os.open(f"{self.proc}/{self.pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            if os.pwrite(fd, data, addr) != len(data):
+                raise PlatformError(f"short write of {len(data)} bytes at 0x{addr:x} in pid {self.pid}")
+        except OSError as err:
+            raise PlatformError(f"cannot write at 0x{addr:x} in pid {self.pid}", errno=err.errno) from err
+        finally:
+            os.close(fd)
 
 Run = tuple[int, int]  # (start address, number of pages)
 
@@ -214,6 +311,7 @@ class UffdWpTracker:
         self._pagemap: int | None = None
         self._vec = ctypes.create_string_buffer(PAGE_REGION.size * vec_len)
         self._held = False
+        self._injector = _Injector(pid, proc)
         from capture.platform.linux import LinuxPlatform
 
         self._plat = LinuxPlatform(procfs=proc)
@@ -250,18 +348,16 @@ class UffdWpTracker:
                     pass
 
     def _inject(self, nr: int, *args: int) -> int:
-        inject = getattr(self._plat, "inject_syscall")
-        return int(inject(self.pid, self.pid, nr, *args))
+        return self._injector.syscall(self.pid, nr, *args)
 
     def _scratch(self) -> int:
-        regs = self._plat.get_regs(self.pid)
-        return (regs.rsp - 128 - 256) & ~0xF
+        return (self._injector.rsp(self.pid) - 128 - 256) & ~0xF
 
     def _register(self, ranges: Sequence[Range]) -> None:
         def do(_pid: int) -> None:
             scratch = self._scratch()
             for r in ranges:
-                self._plat.write_memory(self.pid, scratch,
+                self._injector.write(scratch,
                                         struct.pack("=4Q", r.start, r.end - r.start, UFFDIO_REGISTER_MODE_WP, 0))
                 res = self._inject(SYS_ioctl, self.uffd or 0, UFFDIO_REGISTER, scratch)
                 if res < 0:
@@ -282,7 +378,7 @@ class UffdWpTracker:
                 raise TrackerUnavailable(f"userfaultfd() in pid {self.pid} failed", errno=-fd)
             scratch = self._scratch()
             want = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED
-            self._plat.write_memory(self.pid, scratch, struct.pack("=3Q", UFFD_API, want, 0))
+            self._injector.write(scratch, struct.pack("=3Q", UFFD_API, want, 0))
             res = self._inject(SYS_ioctl, fd, UFFDIO_API, scratch)
             if res < 0:
                 self._inject(SYS_close, fd)

@@ -111,25 +111,24 @@ class Agent:
             tmp = mdir / ".status.json.tmp"
             tmp.write_text(json.dumps(status))
             os.replace(tmp, status_path)
-            LOG.warning("migration %s was interrupted by an agent restart; cleaned up", mdir.name)
+            self.log.warning("migration %s was interrupted by an agent restart; cleaned up", mdir.name)
             recovered.append(mdir.name)
         return recovered
 
     def _setup_log(self) -> None:
-        path = self.state_dir / "agent.log"
-        for h in LOG.handlers:
-            if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path:
-                return
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
+        """A child logger of ``hetmig.agent`` per agent, with its own agent.log file (records
+        also reach the parent's handlers, e.g. stderr)."""
+        self.log = logging.getLogger(f"hetmig.agent.{os.getpid()}-{id(self):x}")
+        self.log.setLevel(logging.INFO)
+        self._log_handler = logging.FileHandler(self.state_dir / "agent.log")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.log.addHandler(self._log_handler)
 
     def reload_pins(self) -> None:
         self.pins = identity.read_trusted(self.state_dir)
         certs, missing = identity.pinned_peer_certs(self.state_dir)
         for fp in missing:
-            LOG.warning("pinned peer %s has no certificate in %s/peers; it cannot connect", fp, self.state_dir)
+            self.log.warning("pinned peer %s has no certificate in %s/peers; it cannot connect", fp, self.state_dir)
         self.ctx = identity.server_context(self.ident, certs)
 
     # -- listening ----------------------------------------------------------------------------
@@ -138,7 +137,7 @@ class Agent:
         sock.settimeout(0.1)
         self._listener = sock
         addr = sock.getsockname()
-        LOG.info("listening on %s:%d fingerprint %s", addr[0], addr[1], self.ident.fingerprint)
+        self.log.info("listening on %s:%d fingerprint %s", addr[0], addr[1], self.ident.fingerprint)
         return str(addr[0]), int(addr[1])
 
     def serve_forever(self) -> None:
@@ -153,7 +152,7 @@ class Agent:
                     break
                 raise
             if not self._conns.acquire(blocking=False):
-                LOG.warning("refused %s:%d: too many connections", addr[0], addr[1])
+                self.log.warning("refused %s:%d: too many connections", addr[0], addr[1])
                 conn.close()
                 continue
             t = threading.Thread(target=self._serve_conn, args=(conn, addr), daemon=True)
@@ -163,6 +162,8 @@ class Agent:
         self._stop.set()
         if self._listener is not None:
             self._listener.close()
+        self.log.removeHandler(self._log_handler)
+        self._log_handler.close()
 
     def _serve_conn(self, conn: socket.socket, addr: tuple[str, int]) -> None:
         peer = f"{addr[0]}:{addr[1]}"
@@ -171,16 +172,16 @@ class Agent:
             try:
                 tls = self.ctx.wrap_socket(conn, server_side=True)
             except (ssl.SSLError, OSError) as err:
-                LOG.warning("refused %s: TLS handshake failed (unpinned or invalid certificate): %s", peer, err)
+                self.log.warning("refused %s: TLS handshake failed (unpinned or invalid certificate): %s", peer, err)
                 conn.close()
                 return
             try:
                 fp = identity.check_pinned(tls, self.pins, role="client")
             except identity.AuthError as err:
-                LOG.warning("refused %s: %s", peer, err)
+                self.log.warning("refused %s: %s", peer, err)
                 tls.close()
                 return
-            LOG.info("accepted %s fingerprint %s", peer, fp)
+            self.log.info("accepted %s fingerprint %s", peer, fp)
             tls.settimeout(self.config.idle_timeout)
             Session(self, tls, peer, fp).run()
         finally:
@@ -278,7 +279,7 @@ class Session:
             pass
         except HetmigError as err:
             code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
-            LOG.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
+            self.agent.log.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
                         self.phase, err)
             self._rollback(str(err))  # first, so the state dir is consistent when the peer hears of it
             try:
@@ -286,7 +287,7 @@ class Session:
             except (OSError, HetmigError):
                 pass
         except (OSError, ssl.SSLError) as err:
-            LOG.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
+            self.agent.log.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
                         self.peer, self.phase, err)
             self._rollback(f"connection error: {err}")
         finally:
@@ -343,7 +344,7 @@ class Session:
         fault = self.agent.config.fault
         if fault is None or not fault.endswith("-" + point):
             return
-        LOG.warning("injected fault %s", fault)
+        self.agent.log.warning("injected fault %s", fault)
         if fault.startswith("kill-"):
             os._exit(137)
         if fault.startswith("drop-"):
@@ -363,7 +364,7 @@ class Session:
             self._fault("finish")
         if t == MsgType.ABORT:
             msg = frame.json()
-            LOG.info("migration %s aborted by the source: %s", self.migration_id,
+            self.agent.log.info("migration %s aborted by the source: %s", self.migration_id,
                      str(msg.get("message", ""))[:500])
             self._rollback("aborted by the source")
             return False
@@ -397,7 +398,7 @@ class Session:
             assert self.restore is not None
             self.restore.finish()
             self._status("done")
-            LOG.info("migration %s of %s done", self.migration_id, self.container_id)
+            self.agent.log.info("migration %s of %s done", self.migration_id, self.container_id)
             self._send(MsgType.ACK, {})
             return False
         else:
@@ -409,7 +410,7 @@ class Session:
         needs = hostinfo.Needs(memory=wire.get_int(msg, "memory", "check"), disk=wire.get_int(msg, "disk", "check"))
         verdict = hostinfo.check_compat(src, self.agent.host_info(), needs)
         if not verdict.ok:
-            LOG.info("compatibility check from %s: refused: %s", self.peer, verdict.message())
+            self.agent.log.info("compatibility check from %s: refused: %s", self.peer, verdict.message())
         self._send(MsgType.VERDICT, verdict.to_json())
 
     def _begin(self, msg: dict[str, Any]) -> None:
@@ -447,7 +448,7 @@ class Session:
         self.restore = self.agent.config.restore_factory()
         self.restore.begin(mdir, cid, spec)
         self._status("precopy", announced_bytes=announced)
-        LOG.info("migration %s of %s begins (%d bytes announced)", mid, cid, announced)
+        self.agent.log.info("migration %s of %s begins (%d bytes announced)", mid, cid, announced)
         self._send(MsgType.ACK, {"migration_id": mid})
 
     def _close_uploads(self) -> None:
@@ -613,7 +614,7 @@ class Session:
             raise _CodedError(err_code, str(err)) from err
         self.confirmed = True
         self._status("confirmed", pid=restored.pid)
-        LOG.info("migration %s of %s restored as pid %d", self.migration_id, self.container_id, restored.pid)
+        self.agent.log.info("migration %s of %s restored as pid %d", self.migration_id, self.container_id, restored.pid)
         self._send(MsgType.CONFIRM, {"pid": restored.pid, **restored.detail})
 
     def _rollback(self, reason: str) -> None:
@@ -625,7 +626,7 @@ class Session:
             try:
                 self.restore.abort()
             except Exception as err:  # cleanup must go on to record the outcome
-                LOG.warning("abort of migration %s failed: %s: %s", self.migration_id, type(err).__name__, err)
+                self.agent.log.warning("abort of migration %s failed: %s: %s", self.migration_id, type(err).__name__, err)
         if self.dir is not None:
             self._close_uploads()
             for sub in ("images", "rootfs"):

@@ -349,6 +349,41 @@ class RuncSource(ProcessSource):
 
 # -- destination ------------------------------------------------------------------------------
 
+PTRACE_DETACH = 17
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_STOP = 128
+
+
+def _ptrace_seize(tid: int, options: int) -> None:
+    from capture.dirty import _ptrace
+
+    _ptrace(PTRACE_SEIZE, tid, 0, options, "PTRACE_SEIZE")
+
+
+def _ptrace_stop(tid: int) -> int:
+    """PTRACE_INTERRUPT and wait for the stop; returns a signal that arrived first
+    (to be delivered on detach) or 0."""
+    from capture.dirty import WALL, _ptrace
+
+    _ptrace(PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
+    _, status = os.waitpid(tid, WALL)
+    if not os.WIFSTOPPED(status):
+        raise MigrationError(f"restored thread {tid} ended while being held (status 0x{status:x})")
+    if status >> 16 == PTRACE_EVENT_STOP:
+        return 0
+    # a signal-delivery stop came first: it is a ptrace-stop too; the signal is
+    # delivered when the thread is released
+    return os.WSTOPSIG(status)
+
+
+def _ptrace_detach(tid: int, sig: int) -> None:
+    from capture.dirty import _ptrace
+
+    _ptrace(PTRACE_DETACH, tid, 0, sig, "PTRACE_DETACH")
+
+
 INDEX = struct.Struct(">IQQ")  # pid, page address, offset in pages.bin
 
 
@@ -479,16 +514,13 @@ class StagingRestore:
     def _hold(self, result: Any) -> None:
         """Stop the restored tree under ptrace (EXITKILL: if the agent dies, so does the
         copy) until the source is gone; FINISH lets it run, anything else kills it."""
-        from capture.platform import linux_inject as li
-
         try:
             for pid in result.pids.values():
                 for name in os.listdir(f"/proc/{pid}/task"):
                     tid = int(name)
-                    li.seize(tid, li.PTRACE_O_EXITKILL)
+                    _ptrace_seize(tid, PTRACE_O_EXITKILL)
                     self._held.append((tid, 0))
-                    stop = li.interrupt(tid)
-                    self._held[-1] = (tid, int(getattr(stop, "signal", 0) or 0))
+                    self._held[-1] = (tid, _ptrace_stop(tid))
         except (HetmigError, OSError) as err:
             self._kill_restored()
             raise MigrationError(f"restored tree could not be held until the source is gone: {err}") from err
@@ -512,12 +544,10 @@ class StagingRestore:
         self._held = []
 
     def finish(self) -> None:
-        from capture.platform import linux_inject as li
-
         held, self._held = self._held, []
         for tid, sig in held:
             try:
-                li.detach(tid, sig)
+                _ptrace_detach(tid, sig)
             except HetmigError:
                 pass
         self.restored = None
