@@ -62,6 +62,20 @@ def criu_dump(proc: subprocess.Popen[bytes], image_dir: Path) -> list[int]:
     return pids
 
 
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
 def check_continues(out: Path, last: int, restored_count: int = 5) -> list[str]:
     """The file goes on with last+1, last+2 ... (never back to 1).
 
@@ -383,3 +397,33 @@ def test_container_style_pid1_image_with_pidns(tmp_path: Path, programs: dict[st
     assert doc["init_pid"] == 0, "the image's own pid 1 is the namespace init"
     assert ns_pid(doc["root_pid"])[-1] == 1
     check_continues(out, last)
+
+
+def test_failure_mid_restore_kills_the_half_restored_tree(tmp_path: Path, programs: dict[str, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the tree exists and memory is restored kills every process created so far."""
+    from capture import restore as restore_mod
+    from capture.errors import RestoreError
+
+    out = tmp_path / "pipe.log"
+    proc = start([BUSYBOX, "sh", str(programs["pipeline.sh"]), str(out)])
+    wait_lines(out, 4)
+    pids = criu_dump(proc, tmp_path / "img")
+    digest = tree_digest(tmp_path / "img")
+    seen: list[int] = []
+    real = restore_mod._Restorer.restore_task
+
+    def failing(self: "restore_mod._Restorer", pr: "restore_mod._Proc") -> None:
+        real(self, pr)
+        seen.extend(p.host_pid for p in self.procs.values())
+        if pr.img.pid != self.iset.root_process.pid:
+            raise RestoreError("injected failure for the test")
+
+    monkeypatch.setattr(restore_mod._Restorer, "restore_task", failing)
+    children_before = _children(os.getpid())
+    with pytest.raises(RestoreError, match="injected failure"):
+        restore_mod.restore(tmp_path / "img")
+    assert set(seen) >= set(pids[:1]) and len(set(seen)) >= 3, "the failure came too early to prove anything"
+    wait_gone(sorted(set(seen)))
+    assert _children(os.getpid()) <= children_before, "a seed or stub was left as our child"
+    assert tree_digest(tmp_path / "img") == digest
