@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Sequence
 from capture.errors import CheckpointError, HetmigError, PlatformError
 from capture.platform.base import (
     PAGE_SIZE,
+    CgroupMembership,
     FdInfo,
     FdKind,
     Feature,
@@ -379,6 +380,7 @@ class Dumper:
         self.seccomp_filters: list[Any] = []
         self.seccomp_chains: dict[tuple[bytes, ...], int] = {}
         self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
+        self.cg_sets: dict[tuple[CgroupMembership, ...], int] = {}
         self.pages_id = 0
         self.total_pages = 0
         self.threads = 0
@@ -387,6 +389,15 @@ class Dumper:
 
     def v(self, pid: int) -> int:
         return self.vids.get(pid, pid)
+
+    def cg_set_of(self, pid: int) -> int:
+        """cgroup set id of *pid*: 1 is the dumper's own membership (as in CRIU)."""
+        if not self.cg_sets:
+            self.cg_sets[tuple(self.p.cgroups(os.getpid()))] = 1
+        key = tuple(self.p.cgroups(pid))
+        if key not in self.cg_sets:
+            self.cg_sets[key] = len(self.cg_sets) + 1
+        return self.cg_sets[key]
 
     def dump_zombie(self, pid: int, info: ProcessInfo) -> None:
         """A zombie is only its pstree entry and a core with its exit code (CRIU's shape)."""
@@ -861,7 +872,7 @@ class Dumper:
                 th.rseq_entry.rseq_abi_pointer = rs.abi_pointer
                 th.rseq_entry.rseq_abi_size = rs.abi_size
                 th.rseq_entry.signature = rs.signature
-            th.cg_set = 1
+            th.cg_set = self.cg_set_of(pid)
             if ti.seccomp_mode:
                 th.seccomp_mode = ti.seccomp_mode
             if ti.seccomp_mode == 2:
@@ -896,8 +907,7 @@ class Dumper:
             self.threads += 1
 
     # -- shared images ------------------------------------------------------
-    def write_shared(self, root_pid: int, pstree: list[Any], own_ns: NamespaceIds, target_ns: NamespaceIds,
-                     own_cg: Any, target_cg: Any) -> None:
+    def write_shared(self, root_pid: int, pstree: list[Any], own_ns: NamespaceIds, target_ns: NamespaceIds) -> None:
         inv_pb = _pb("inventory_pb2")
         inv = inv_pb.inventory_entry()
         inv.img_version = 2
@@ -945,14 +955,16 @@ class Dumper:
             ue = _pb("utsns_pb2").utsns_entry()
             ue.nodename, ue.domainname = u.nodename, u.domainname
             self.out.write(f"utsns-{self.ids.ns_id('uts', target_ns.uts)}.img", [ue])
-        if own_cg != target_cg:
+        if len(self.cg_sets) > 1:
             cg_pb = _pb("cgroup_pb2")
             ce = cg_pb.cgroup_entry()
-            for set_id, members in ((1, own_cg), (2, target_cg)):
-                s = ce.sets.add()
-                s.id = set_id
-                for m in members:
-                    ctl = s.ctls.add()
+            for members, set_id in sorted(self.cg_sets.items(), key=lambda kv: kv[1]):
+                if set_id == 1:
+                    continue  # the dumper's own set: CRIU does not write it either
+                cs = ce.sets.add()
+                cs.id = set_id
+                for m in sorted(members, key=lambda m: m.controllers):
+                    ctl = cs.ctls.add()
                     ctl.name = m.controllers
                     ctl.path = m.path
             self.out.write("cgroup.img", [ce])
@@ -1086,7 +1098,7 @@ def dump(
             e.threads.extend(dumper.v(t) for t in seized.seized[p])
             pstree.append(e)
             dumper.dump_process(p, info, seized.seized[p], own_ns)
-        dumper.write_shared(pid, pstree, own_ns, target_ns, platform.cgroups(os.getpid()), platform.cgroups(pid))
+        dumper.write_shared(pid, pstree, own_ns, target_ns)
     except BaseException as err:
         seized.release_all()
         dumper.out.remove_all()

@@ -452,3 +452,44 @@ def test_seccomp_filters_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_pat
         cb.thread_core.seccomp_mode, cb.thread_core.seccomp_filter) == (2, 1)
     assert ca.thread_core.creds.no_new_privs == cb.thread_core.creds.no_new_privs == 1
     crit_decodes_all(ours)
+
+
+def test_runc_container_like_runc_checkpoint(busybox_rootfs: Path, tmp_path: Path) -> None:
+    import uuid
+
+    runc = require("runc")
+    require("criu")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run([runc, "spec"], cwd=bundle, check=True)
+    cfg = json.loads((bundle / "config.json").read_text())
+    cfg["process"]["terminal"] = False
+    cfg["process"]["args"] = ["/bin/sh", "-c", "sleep 1000 & wait"]
+    cfg["root"] = {"path": str(busybox_rootfs), "readonly": True}
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    name = f"hetmig-dump-{uuid.uuid4().hex[:8]}"
+    # the container inherits runc's stdio: /dev/null (no pipe to wait on, nothing external for CRIU)
+    log = tmp_path / "runc.log"
+    started = subprocess.run([runc, "--log", str(log), "run", "-d", "--pid-file", str(tmp_path / "pid"), name],
+                             cwd=bundle, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, timeout=60)
+    assert started.returncode == 0, log.read_text() if log.exists() else "runc run failed"
+    try:
+        init = int((tmp_path / "pid").read_text())
+        time.sleep(0.3)
+        ours, theirs = tmp_path / "ours", tmp_path / "runc"
+        res = dump(init, ours, tree=True, leave_running=True)
+        assert_running_untraced(res.pids)
+        subprocess.run([runc, "checkpoint", "--leave-running", "--image-path", str(theirs), name], check=True,
+                       capture_output=True, timeout=120)
+        crit_decodes_all(ours)
+        compare_with_criu(ours, theirs)
+        assert [(e.pid, e.ppid) for e in entries(ours / "pstree.img")] == [(1, 0), (entries(ours / "pstree.img")[1].pid, 1)]
+        assert entries(ours / "utsns-12.img") == entries(theirs / "utsns-12.img")
+        assert entries(ours / "ids-1.img") == entries(theirs / "ids-1.img")  # same namespace numbering
+        assert list(entries(ours / "cgroup.img")[0].sets) == list(entries(theirs / "cgroup.img")[0].sets)
+        assert entries(ours / "core-1.img")[0].thread_core.cg_set == entries(theirs / "core-1.img")[0].thread_core.cg_set
+        sa, sb = entries(ours / "seccomp.img")[0], entries(theirs / "seccomp.img")[0]
+        assert list(sa.seccomp_filters) == list(sb.seccomp_filters)
+    finally:
+        subprocess.run([runc, "delete", "-f", name], capture_output=True, timeout=60)
