@@ -520,6 +520,9 @@ class Dumper:
                 raise CheckpointError(
                     f"pid {pid}: mapping 0x{v.start:x}-0x{v.end:x} {v.path or '(anonymous)'} is "
                     f"{v.kind.value} memory, which this dumper cannot record yet")
+            if v.kind is VmaKind.FILE and v.path.endswith(" (deleted)"):
+                raise CheckpointError(f"pid {pid}: mapping 0x{v.start:x}-0x{v.end:x} is of an unlinked file "
+                                      f"({v.path}); ghost files are not dumped yet")
             if v.kind is VmaKind.ANON and v.flags & MAP_SHARED:
                 raise CheckpointError(f"pid {pid}: shared anonymous mapping 0x{v.start:x}-0x{v.end:x} "
                                       "is not supported")
@@ -565,6 +568,9 @@ class Dumper:
         if f.kind is FdKind.MEMFD or (f.kind is FdKind.TTY and f.tty is None):
             raise CheckpointError(f"pid {pid}: fd {f.fd} is a {f.kind.value} ({f.path}); dumping memfds and "
                                   "terminals other than pseudo-terminal slaves is not implemented")
+        if f.kind is FdKind.REG and f.path.endswith(" (deleted)"):
+            raise CheckpointError(f"pid {pid}: fd {f.fd} is an unlinked file ({f.path}); ghost files are "
+                                  "not dumped yet")
         shared = self._shared_with(pid, f)
         if shared is not None:
             return shared
@@ -1044,6 +1050,7 @@ def dump(
         if need not in feats:
             raise CheckpointError(f"platform {platform.name} lacks feature {need.value}, needed to dump")
     out_dir = Path(images_dir)
+    created_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     seized = _Tree(platform)
@@ -1102,6 +1109,11 @@ def dump(
     except BaseException as err:
         seized.release_all()
         dumper.out.remove_all()
+        if created_dir:
+            try:
+                out_dir.rmdir()
+            except OSError:
+                pass
         if isinstance(err, CheckpointError):
             raise
         if isinstance(err, (PlatformError, HetmigError, OSError)):

@@ -232,7 +232,11 @@ def test_failure_leaves_tree_running(spawn: list[subprocess.Popen[bytes]], tmp_p
     before = read_counter(counter)
     time.sleep(0.5)
     assert read_counter(counter) > before
-    assert list(out.iterdir()) == []  # nothing half-written left behind
+    assert not out.exists()  # nothing half-written left behind (the directory was ours)
+    out.mkdir()
+    with pytest.raises(CheckpointError, match="injected failure"):
+        dump(p.pid, out, tree=True, platform=FailingPlatform())
+    assert list(out.iterdir()) == []  # an existing directory stays, empty
     kill_tree(p.pid)
 
 
@@ -493,3 +497,21 @@ def test_runc_container_like_runc_checkpoint(busybox_rootfs: Path, tmp_path: Pat
         assert list(sa.seccomp_filters) == list(sb.seccomp_filters)
     finally:
         subprocess.run([runc, "delete", "-f", name], capture_output=True, timeout=60)
+
+
+def test_unlinked_file_and_shared_memory_are_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    victim = tmp_path / "gone.txt"
+    code = (
+        f"import os, time\nf = open({str(victim)!r}, 'w')\nos.unlink({str(victim)!r})\n"
+        "print('ready', flush=True)\ntime.sleep(1000)\n"
+    )
+    p = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    with pytest.raises(CheckpointError, match="unlinked file"):
+        dump(p.pid, tmp_path / "a", leave_running=True)
+    assert_running_untraced([p.pid])
+    code = "import mmap, time\nm = mmap.mmap(-1, 1 << 20)\nm[0] = 1\nprint('ready', flush=True)\ntime.sleep(1000)\n"
+    q = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    with pytest.raises(CheckpointError, match="shmem memory"):
+        dump(q.pid, tmp_path / "b", leave_running=True)
+    assert_running_untraced([q.pid])
+    assert not (tmp_path / "a").exists()
