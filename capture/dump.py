@@ -360,7 +360,9 @@ class _Tree:
         for pid in self.seized:
             self.p.kill(pid, signal.SIGKILL)
         for pid, tids in self.seized.items():
-            for t in tids:
+            # a traced group leader reports its death only after the tracer
+            # has reaped every other thread: leader last
+            for t in sorted(tids, key=lambda t: t == pid):
                 try:
                     os.waitpid(t, 0x40000000)  # __WALL: collect the tracee's exit
                 except ChildProcessError:

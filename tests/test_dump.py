@@ -249,6 +249,16 @@ def test_dump_without_leave_running_kills(spawn: list[subprocess.Popen[bytes]], 
     crit_decodes_all(tmp_path / "d")
 
 
+def test_dump_kills_multithreaded_process(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [sys.executable, "-c", MT_PY], wait_line=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "runtime_shim.cli", "checkpoint", "--pid", str(p.pid), "-D", str(tmp_path / "d")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert p.wait(timeout=10) == -9
+    assert len(list((tmp_path / "d").glob("core-*.img"))) == 4
+
+
 def test_cli_checkpoint_json_and_bad_input(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     p = start(spawn, [BUSYBOX, "sleep", "1000"])
     env = dict(os.environ, PYTHONPATH=str(REPO))
