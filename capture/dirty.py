@@ -83,6 +83,8 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, PM_SCAN_ARG.size)
 PM_SCAN_WP_MATCHING = 1 << 0
 PM_SCAN_CHECK_WPASYNC = 1 << 1
 PAGE_IS_WRITTEN = 1 << 1
+PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_SWAPPED = 1 << 4
 PAGE_IS_PFNZERO = 1 << 5
 
 PROT_WRITE = 0x2
@@ -428,6 +430,13 @@ class UffdWpTracker:
             start = walk_end
         return out, True
 
+    def present_pages(self, runs: Sequence[Run]) -> list[Run]:
+        """The pages of *runs* that are present (kernel-side, fast on sparse mappings);
+        no write protection is changed. Swapped pages are left out: the uffd-wp
+        markers of never-touched pages look swapped to PAGEMAP_SCAN, and a page
+        not pre-copied is simply taken from the final dump."""
+        return self._query([Range(a, a + n * PAGE_SIZE) for a, n in runs], mask=PAGE_IS_PRESENT)
+
     def zero_pages(self) -> list[Run]:
         """Pages of the tracked ranges now mapped to the zero page.
 
@@ -435,21 +444,24 @@ class UffdWpTracker:
         uffd-wp, yet its content changed to zeros; callers must not trust an
         earlier copy of such a page. No write protection is changed here.
         """
+        return self._query(self.registered + self.unregistrable, mask=PAGE_IS_PFNZERO)
+
+    def _query(self, ranges: Sequence[Range], *, mask: int = 0, anyof: int = 0) -> list[Run]:
+        """Pages of *ranges* matching the categories (all of *mask*, any of *anyof*)."""
         if self._pagemap is None:
             raise PlatformError(f"tracker for pid {self.pid} is not started")
         out: list[Run] = []
         vec_addr = ctypes.addressof(self._vec)
-        for r in self.registered + self.unregistrable:
+        for r in ranges:
             start = r.start
             while start < r.end:
                 arg = ctypes.create_string_buffer(PM_SCAN_ARG.pack(
                     PM_SCAN_ARG.size, 0, start, r.end, 0, vec_addr, self.vec_len, 0, 0,
-                    PAGE_IS_PFNZERO, 0, PAGE_IS_PFNZERO), PM_SCAN_ARG.size)
+                    mask, anyof, mask | anyof), PM_SCAN_ARG.size)
                 try:
                     n = fcntl.ioctl(self._pagemap, PAGEMAP_SCAN, arg, True)
                 except OSError as err:
-                    raise PlatformError(f"PAGEMAP_SCAN (zero pages) on pid {self.pid} failed",
-                                        errno=err.errno) from err
+                    raise PlatformError(f"PAGEMAP_SCAN (query) on pid {self.pid} failed", errno=err.errno) from err
                 raw = self._vec.raw[: n * PAGE_REGION.size]
                 for i in range(n):
                     lo, hi, _cat = PAGE_REGION.unpack_from(raw, i * PAGE_REGION.size)

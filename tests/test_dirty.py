@@ -211,3 +211,36 @@ def test_scattered_writes_in_a_large_region(kind: TrackerKind) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+SPARSE = r"""
+import ctypes, mmap, sys
+m = mmap.mmap(-1, 100 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in (0, 7, 8, 9, 50, 99):
+    m[i * 4096] = 1
+print(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_present_pages_of_a_sparse_region() -> None:
+    from runtime_shim.migration.engine import present_filter
+
+    proc = subprocess.Popen([sys.executable, "-c", SPARSE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        addr = int(proc.stdout.readline())
+        region = [(addr, 100)]
+        t = UffdWpTracker(proc.pid, only=[Range(addr, addr + 100 * PAGE_SIZE)])
+        t.start()
+        try:
+            assert sum(n for _, n in t.scan()) == 100  # uffd-wp: every page of the range
+            fast = t.present_pages(region)
+        finally:
+            t.stop()
+        expect = [(addr, 1), (addr + 7 * PAGE_SIZE, 3), (addr + 50 * PAGE_SIZE, 1), (addr + 99 * PAGE_SIZE, 1)]
+        assert fast == expect
+        assert present_filter(proc.pid, region) == expect  # the pagemap-reading fallback agrees
+    finally:
+        proc.kill()
+        proc.wait()

@@ -169,7 +169,8 @@ class ProcessSource:
     def dirty(self, first: bool) -> dict[int, list[Run]]:
         runs = self._tracker.scan()
         if first:
-            runs = present_filter(self.pid, runs)
+            fast = getattr(self._tracker, "present_pages", None)
+            runs = fast(runs) if fast is not None else present_filter(self.pid, runs)
         return {self.pid: runs}
 
     def untrusted_pages(self) -> dict[int, list[Run]]:
