@@ -605,6 +605,34 @@ class _Restorer:
             raise RestoreError(f"stub {st.host_tid}: mappings left after unmapping: "
                                f"{[hex(m.start) + ' ' + m.path for m in left]}")
 
+    def make_zombie(self, pr: _Proc) -> None:
+        """Let a dumped zombie die again with its status; its parent reaps it later."""
+        st = pr.stub
+        status = pr.img.zombie_status or 0
+        st("close_range", 0, 0xFFFFFFFF, 0)
+        sig = status & 0x7F
+        base = st.inj.saved
+        assert base is not None
+        if sig:
+            st("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)  # no core file from the re-enacted death
+            st.reset()
+            st("rt_sigaction", sig, st.put(struct.pack("<QQQQ", 0, 0, 0, 0), align=8), 0, 8)
+            st("rt_sigprocmask", SIG_SETMASK, st.put(struct.pack("<Q", 0), align=8), 0, 8)
+            regs = dataclasses.replace(base, rax=li.SYS["kill"], rdi=pr.img.pid, rsi=sig, orig_rax=U64,
+                                       rip=self.tramp)
+        else:
+            regs = dataclasses.replace(base, rax=li.SYS["exit_group"], rdi=(status >> 8) & 0xFF, orig_rax=U64,
+                                       rip=self.tramp)
+        li.set_regs(pr.host_pid, regs)
+        deliver = 0
+        for _ in range(16):
+            li.resume(pr.host_pid, deliver)
+            stop = li.wait_stop(pr.host_pid)
+            if stop.exited:
+                return
+            deliver = stop.signal if stop.signal == sig and not stop.event else 0
+        raise RestoreError(f"zombie {pr.img.pid} did not die again with status 0x{status:x}")
+
     def restore_files(self, pr: _Proc) -> None:
         st = pr.stub
         for f in pr.img.fds:
@@ -1034,6 +1062,11 @@ class _Restorer:
             self._drop_seed()
             t0 = self._stage("tree", t0)
             for pr in self.procs.values():
+                if pr.img.zombie_status is not None:
+                    self.make_zombie(pr)
+            for pr in self.procs.values():
+                if pr.img.zombie_status is not None:
+                    continue
                 self.restore_files(pr)
                 t0 = self._stage("files", t0)
                 self.restore_mm(pr)
@@ -1057,6 +1090,8 @@ class _Restorer:
                 li.set_regs(init.host_tid, dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
             # everything is in place: let it run
             for pr in self.procs.values():
+                if pr.img.zombie_status is not None:
+                    continue
                 for stt in pr.threads.values():
                     sig = stt.inj.deferred_signals[0] if stt.inj.deferred_signals else 0
                     li.detach(stt.host_tid, sig)

@@ -91,6 +91,7 @@ _FD_KIND_NAMES: Final = {
 }
 
 TASK_ALIVE: Final = 1
+TASK_DEAD: Final = 2
 O_ACCMODE: Final = 3
 O_CREAT: Final = 0o100
 O_EXCL: Final = 0o200
@@ -157,6 +158,8 @@ class ProcessImage:
     cwd: str  # image path of the cwd ("/" if unknown)
     root: str  # image path of the root ("/" if unknown)
     exe_path: str  # image path of the executable ("" if unknown)
+    #: wait status of a zombie (CRIU task_state 2), None for a live process.
+    zombie_status: int | None = None
 
     @property
     def core(self) -> Any:
@@ -178,6 +181,10 @@ class ImageSet:
 
     def max_fd(self) -> int:
         return max((f.fd for p in self.processes for f in p.fds), default=2)
+
+    @property
+    def live(self) -> tuple[ProcessImage, ...]:
+        return tuple(p for p in self.processes if p.zombie_status is None)
 
 
 # --- helpers --------------------------------------------------------------------
@@ -306,6 +313,14 @@ def check_reg_file(desc_reg: Any, host_path: str, *, what: str, source: str) -> 
             )
 
 
+def _is_zombie(d: Path, pid: int) -> bool:
+    core_img = _read(d, f"core-{pid}.img", required=False)
+    if core_img is None or not core_img.entries:
+        return False
+    core = core_img.entries[0]
+    return bool(core.HasField("tc") and core.tc.task_state == TASK_DEAD)
+
+
 SIGINFO_SIZE: Final = 128
 MAX_PENDING_SIGNALS: Final = 4096
 
@@ -358,6 +373,8 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
             raise ImageError(src_tree, f"pid {e.pid} appears twice", entry=i)
         pids.add(e.pid)
         threads = list(e.threads) or [e.pid]
+        if _is_zombie(d, e.pid):
+            threads = [e.pid]  # CRIU leaves a zombie's thread list uninitialised
         total_threads += len(threads)
         if total_threads > MAX_THREADS:
             raise ImageError(src_tree, f"more than {MAX_THREADS} threads in total", entry=i)
@@ -411,10 +428,28 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
     for e in order:
         pid = e.pid
         tids = list(e.threads) or [pid]
+        if _is_zombie(d, pid):
+            tids = [pid]
         if tids[0] != pid:
             tids.remove(pid)
             tids.insert(0, pid)
         threads = []
+        main_img = _read(d, f"core-{pid}.img")
+        main_first = main_img.entries[0] if main_img.entries else None
+        if main_first is not None and main_first.HasField("tc") and main_first.tc.task_state == TASK_DEAD:
+            # a zombie: recreated only to exit again with its status
+            if e is root_entry:
+                raise RestoreRefusedError(f"{d / f'core-{pid}.img'}: the root process {pid} is a zombie")
+            if len(tids) != 1:
+                raise ImageError(str(d / f"core-{pid}.img"), f"zombie {pid} lists threads {tids}")
+            if e.pid in {x.ppid for x in order}:
+                raise ImageError(str(d / "pstree.img"), f"zombie {pid} has children in the tree")
+            processes.append(ProcessImage(
+                pid=pid, ppid=e.ppid, pgid=e.pgid, sid=e.sid, threads=(ThreadImage(pid, main_first),), mm=None,
+                vmas=(), pages_file="", page_runs=(), fds=(), fs=None, cwd="/", root="/", exe_path="",
+                zombie_status=main_first.tc.exit_code,
+            ))
+            continue
         for tid in tids:
             core_img = _read(d, f"core-{tid}.img")
             src = str(d / f"core-{tid}.img")
@@ -432,8 +467,8 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
                     raise ImageError(src, "main thread has no task core (tc)")
                 if core.tc.task_state != TASK_ALIVE:
                     raise RestoreRefusedError(
-                        f"{src}: pid {pid} task_state={core.tc.task_state} (only live tasks, state 1, are "
-                        f"restorable)")
+                        f"{src}: pid {pid} task_state={core.tc.task_state} (only live tasks, state 1, and "
+                        f"zombies, state 2, are restorable)")
                 if core.tc.HasField("timers") and len(core.tc.timers.posix):
                     raise RestoreRefusedError(f"{src}: pid {pid} has POSIX timers (not restorable yet)")
                 if core.tc.HasField("old_seccomp_mode") and core.tc.old_seccomp_mode != 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -427,3 +428,25 @@ def test_failure_mid_restore_kills_the_half_restored_tree(tmp_path: Path, progra
     wait_gone(sorted(set(seen)))
     assert _children(os.getpid()) <= children_before, "a seed or stub was left as our child"
     assert tree_digest(tmp_path / "img") == digest
+
+
+def test_zombies_restored_and_reaped_with_their_status(tmp_path: Path, programs: dict[str, Path],
+                                                       restored: list[int]) -> None:
+    out = tmp_path / "z.log"
+    proc = start([sys.executable, str(programs["zombies.py"]), str(out)])
+    wait_lines(out, 3)
+    pids = criu_dump(proc, tmp_path / "img")
+    assert len(pids) == 3
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.extend(doc["pids"].values())
+    check_continues(out, last, restored_count=3)
+    for p in pids[1:]:
+        with open(f"/proc/{p}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        assert fields[0] == "Z" and int(fields[1]) == pids[0], f"pid {p} is not a zombie child of {pids[0]}"
+    Path(str(out) + ".reap").touch()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(x.startswith("reaped") for x in lines(out)):
+        time.sleep(0.05)
+    assert "reaped 7 -10" in lines(out)

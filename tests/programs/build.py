@@ -22,7 +22,7 @@ def build_programs(dest: Path) -> dict[str, Path]:
         target = dest / name
         subprocess.run([gcc, "-O1", "-o", str(target), str(HERE / f"{name}.c")], check=True)
         out[name] = target
-    for name in ("threads.py", "pipeline.sh", "pending.py"):
+    for name in ("threads.py", "pipeline.sh", "pending.py", "zombies.py"):
         shutil.copy2(HERE / name, dest / name)
         out[name] = dest / name
     return out

@@ -62,7 +62,8 @@ def image_pids(image_dir: Path) -> list[int]:
     entries: list[Any] = list(read_image(image_dir / "pstree.img").entries)
     out: list[int] = []
     for e in entries:
-        out.extend(list(e.threads) or [e.pid])
+        threads = list(e.threads)
+        out.extend(threads if e.pid in threads else [e.pid])  # zombies: CRIU leaves threads garbage
     return out
 
 
