@@ -30,6 +30,7 @@ leader outside the tree's pid namespace, non-x86_64 tasks.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mmap
@@ -329,22 +330,36 @@ class _Tree:
         self.p = platform
         self.seized: dict[int, list[int]] = {}  # pid -> tids
         self.stopped: set[int] = set()
+        self.gone: set[int] = set()  # threads that exited while we were stopping them
 
     def seize_process(self, pid: int) -> None:
         tids = self.seized.setdefault(pid, [])
         while True:
-            new = [t for t in self.p.list_threads(pid) if t not in tids]
+            new = [t for t in self.p.list_threads(pid) if t not in tids and t not in self.gone]
             if not new:
                 break
             for t in new:
-                self.p.seize(t)
+                try:
+                    self.p.seize(t)
+                except PlatformError as err:
+                    if err.errno == errno.ESRCH and t != pid:
+                        self.gone.add(t)  # the thread exited meanwhile
+                        continue
+                    raise
                 tids.append(t)
-        for t in tids:
+        for t in list(tids):
             if t not in self.stopped:
-                self.p.interrupt(t)
+                try:
+                    self.p.interrupt(t)
+                except PlatformError as err:
+                    if err.errno == errno.ESRCH and t != pid:
+                        tids.remove(t)  # the thread exited before it stopped
+                        self.gone.add(t)
+                        continue
+                    raise
                 self.stopped.add(t)
         # threads created between listing and stopping
-        late = [t for t in self.p.list_threads(pid) if t not in tids]
+        late = [t for t in self.p.list_threads(pid) if t not in tids and t not in self.gone]
         if late:
             self.seize_process(pid)
 
@@ -353,8 +368,9 @@ class _Tree:
             for t in tids:
                 try:
                     self.p.release(t)
-                except HetmigError as err:
-                    log.warning("cannot release tid %d of pid %d: %s", t, pid, err)
+                except PlatformError as err:
+                    if err.errno != errno.ESRCH:  # a thread that is gone needs no release
+                        log.warning("cannot release tid %d of pid %d: %s", t, pid, err)
 
     def kill_all(self) -> None:
         for pid in self.seized:

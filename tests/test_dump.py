@@ -525,3 +525,24 @@ def test_unlinked_file_and_shared_memory_are_refused(spawn: list[subprocess.Pope
         dump(q.pid, tmp_path / "b", leave_running=True)
     assert_running_untraced([q.pid])
     assert not (tmp_path / "a").exists()
+
+
+CHURN_PY = r"""
+import threading, time
+def w():
+    time.sleep(0.001)
+print("ready", flush=True)
+while True:
+    ts = [threading.Thread(target=w) for _ in range(4)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+"""
+
+
+def test_threads_coming_and_going(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    p = start(spawn, [sys.executable, "-c", CHURN_PY], wait_line=True)
+    for i in range(8):
+        res = dump(p.pid, tmp_path / f"d{i}", leave_running=True)
+        assert res.threads >= 1
+        assert len(entries(tmp_path / f"d{i}" / "pstree.img")[0].threads) == res.threads
+        assert_running_untraced([p.pid])

@@ -989,7 +989,7 @@ class LinuxPlatform:
             except ChildProcessError as err:
                 raise PlatformError(f"waitpid({tid}) failed: {err}", errno=err.errno) from err
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                raise PlatformError(f"thread {tid} exited while being stopped")
+                raise PlatformError(f"thread {tid} exited while being stopped", errno=errno_mod.ESRCH)
             if not os.WIFSTOPPED(status):
                 continue
             sig = os.WSTOPSIG(status)
