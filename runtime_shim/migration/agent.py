@@ -169,6 +169,7 @@ class Agent:
         peer = f"{addr[0]}:{addr[1]}"
         try:
             conn.settimeout(self.config.handshake_timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 tls = self.ctx.wrap_socket(conn, server_side=True)
             except (ssl.SSLError, OSError) as err:
