@@ -311,7 +311,8 @@ time.sleep(1000)
 def test_page_contents_and_holes(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     import struct
 
-    p = subprocess.Popen([sys.executable, "-c", PATTERN_PY], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen([sys.executable, "-c", PATTERN_PY], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     spawn.append(p)
     assert p.stdout is not None
     word, addr_s = p.stdout.readline().split()
