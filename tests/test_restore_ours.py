@@ -150,3 +150,40 @@ def test_fpu_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restored: l
     doc = restore_detached(tmp_path / "img")
     restored.append(doc["root_pid"])
     check_continues(out, last, restored_count=8)
+
+
+def test_unprivileged_credentials_restored(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    """A uid/gid 1000 process without capabilities comes back with exactly those credentials."""
+    import shutil
+    import tempfile
+
+    setpriv = require("setpriv")
+    work = Path(tempfile.mkdtemp(prefix="hetmig-uid-", dir="/tmp"))  # pytest's tmp dirs are 0700
+    try:
+        _unprivileged(work, tmp_path, setpriv, programs, restored)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _unprivileged(work: Path, tmp_path: Path, setpriv: str, programs: dict[str, Path],
+                  restored: list[int]) -> None:
+    import shutil
+
+    work.chmod(0o777)
+    counter = work / "counter"
+    shutil.copy2(programs["counter"], counter)
+    out = work / "count.log"
+    proc = start([setpriv, "--reuid", "1000", "--regid", "1000", "--clear-groups", str(counter), str(out)],
+                 cwd=work)
+    wait_lines(out, 3)
+    dump_ours(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    check_continues(out, last)
+    with open(f"/proc/{doc['root_pid']}/status") as fh:
+        status = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
+    assert status["Uid"].split() == ["1000"] * 4
+    assert status["Gid"].split() == ["1000"] * 4
+    assert status["Groups"].strip() == ""
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
