@@ -8,6 +8,7 @@ stopped: the numbers it appends continue from the last dumped value.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -450,3 +451,35 @@ def test_zombies_restored_and_reaped_with_their_status(tmp_path: Path, programs:
     while time.monotonic() < deadline and not any(x.startswith("reaped") for x in lines(out)):
         time.sleep(0.05)
     assert "reaped 7 -10" in lines(out)
+
+
+def test_rlimits_restored_and_unraisable_hard_limit_reported(tmp_path: Path, programs: dict[str, Path],
+                                                              restored: list[int]) -> None:
+    """Lower limits are restored exactly; a hard limit above this host's (CAP_SYS_RESOURCE is absent here)
+    is clamped and reported, never silently dropped."""
+    from capture.images import read_image, write_image
+
+    prlimit = require("prlimit")
+    out = tmp_path / "count.log"
+    proc = start([prlimit, "--nofile=256:512", "--stack=4194304:8388608", "--", str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    pids = criu_dump(proc, tmp_path / "img")
+    core_path = tmp_path / "img" / f"core-{pids[0]}.img"
+    core = read_image(core_path)
+    entry: object = core.entries[0]
+    rl = getattr(entry, "tc").rlimits.rlimits
+    assert (rl[7].cur, rl[7].max) == (256, 512)
+    hard_here = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard_here != resource.RLIM_INFINITY
+    rl[7].max = hard_here + 4096  # above what this host lets anybody without CAP_SYS_RESOURCE set
+    write_image(core_path, core)
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    check_continues(out, last)
+    limits = Path(f"/proc/{doc['root_pid']}/limits").read_text()
+    nofile = next(x for x in limits.splitlines() if x.startswith("Max open files")).split()
+    assert nofile[3:5] == ["256", str(hard_here)]
+    stack = next(x for x in limits.splitlines() if x.startswith("Max stack size")).split()
+    assert stack[3:5] == ["4194304", "8388608"]
+    assert any("rlimit 7" in w and "CAP_SYS_RESOURCE" in w for w in doc["warnings"]), doc["warnings"]
