@@ -16,19 +16,26 @@ place:
    the inherited terminal) are opened in the root process *before* it forks,
    above every descriptor number the image uses, so descriptions shared
    between processes stay shared; each process later ``dup3``\\ s the ones it
-   had and closes the rest.
-3. Each process then unmaps everything but the trampoline, gets the running
-   kernel's vDSO at the dumped vDSO address (``arch_prctl(ARCH_MAP_VDSO_64)``
-   with the vvar area sized for *this* kernel), maps every VMA at its address
-   (file mappings reopened from their paths, checked beforehand), receives
-   its pages with large ``process_vm_writev`` batches straight from an
-   ``mmap`` of the pages file, gets its final protections, brk and mm_*
-   fields, auxv and exe link (``prctl(PR_SET_MM, PR_SET_MM_MAP)``), cwd,
-   umask, signal handlers, itimers, rlimits (lowered only: raising a hard
-   limit needs CAP_SYS_RESOURCE; what could not be set is reported).
+   had and closes the rest. Zombies are recreated and die again with their
+   exit status (or killing signal) for their restored parent to reap.
+3. Each process then unmaps everything but the trampoline, gets its exe link,
+   brk and mm_* fields and auxv (``prctl(PR_SET_MM, PR_SET_MM_MAP)``, while
+   the old exe is unmapped), the running kernel's vDSO (``--vdso map``: at
+   the dumped address via ``arch_prctl(ARCH_MAP_VDSO_64)``, vvar sized for
+   *this* kernel; ``--vdso proxy``: the dumped vDSO bytes stay at their
+   address and each exported function jumps into this kernel's vDSO mapped
+   elsewhere, for a move to another kernel; ``auto`` compares the symbol
+   tables), maps every VMA at its address (file mappings reopened from
+   their paths, checked beforehand), receives its pages (64 MiB pre-faulted
+   read-only windows of the pages file handed to parallel
+   ``process_vm_writev`` batches: one copy, no per-page loop), gets its final
+   protections, cwd, umask, signal handlers, itimers, rlimits (lowered only:
+   raising a hard limit needs CAP_SYS_RESOURCE; what could not be set is
+   reported).
 4. Threads are created by injected ``clone3(CLONE_THREAD, set_tid)``; each
    thread gets its robust list, clear-tid address, rseq, sigaltstack, name,
-   credentials and blocked mask; the trampoline is unmapped last.
+   credentials, blocked mask and its pending signals (re-queued with their
+   siginfo); the trampoline is unmapped last.
 5. Every thread gets its registers (incl. fs/gs base) and xsave area; then
    all are detached at once.
 
@@ -38,9 +45,14 @@ the image directory is only ever read. Everything refusable is refused by
 :mod:`capture.restore_checks` before the first process exists.
 
 What it refuses to do: restore descriptor kinds other than regular files,
-pipes and the inherited terminal; shared anonymous memory; seccomp; raise
-hard rlimits; pretend: anything it could not restore exactly is listed in
-:attr:`RestoreResult.warnings`.
+pipes and the inherited terminal; shared anonymous memory; seccomp; POSIX
+timers; raise hard rlimits; pretend: anything it could not restore exactly is
+listed in :attr:`RestoreResult.warnings`. Not restored (and said so in the
+warnings where the image has them): scheduling policies, loginuid, the time
+namespace offsets, cgroup membership. The OS calls go through
+:mod:`capture.platform.linux_inject` (Linux x86_64 ptrace); the Linuxulator
+port on FreeBSD needs the same primitives with PT_* requests and does not
+exist yet.
 """
 
 from __future__ import annotations
