@@ -47,9 +47,10 @@ the image directory is only ever read. Everything refusable is refused by
 What it refuses to do: restore descriptor kinds other than regular files,
 pipes and the inherited terminal; shared anonymous memory; seccomp; POSIX
 timers; raise hard rlimits; pretend: anything it could not restore exactly is
-listed in :attr:`RestoreResult.warnings`. Not restored (and said so in the
-warnings where the image has them): scheduling policies, loginuid, the time
-namespace offsets, cgroup membership. The OS calls go through
+listed in :attr:`RestoreResult.warnings`. Not restored: scheduling policies
+and a set loginuid (both warned), time namespaces and cgroup membership (the
+tree joins the restorer's cgroups and time namespace, like ``criu restore
+--manage-cgroups=ignore`` outside a container). The OS calls go through
 :mod:`capture.platform.linux_inject` (Linux x86_64 ptrace); the Linuxulator
 port on FreeBSD needs the same primitives with PT_* requests and does not
 exist yet.
@@ -912,6 +913,8 @@ class _Restorer:
             st("personality", tc.personality, check=False)
         if tc.HasField("child_subreaper") and tc.child_subreaper:
             st("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if tc.HasField("loginuid") and tc.loginuid != 0xFFFFFFFF:
+            self.warnings.append(f"pid {img.pid}: loginuid={tc.loginuid} not restored")
         if tc.HasField("oom_score_adj"):
             try:
                 with open(f"/proc/{pr.host_pid}/oom_score_adj", "w") as fh:
