@@ -233,11 +233,12 @@ def set_options(tid: int, options: int) -> None:
 
 
 def interrupt(tid: int) -> Stop:
-    """Stop a seized thread and wait until it reports the stop.
+    """Stop a seized thread and wait until it reports the (first) stop.
 
-    Signal-delivery stops that arrive first are swallowed only if the signal
-    is SIGSTOP-like; any other signal is re-injected on the next resume, so
-    it is returned to the caller in :attr:`Stop.signal` for that purpose.
+    Usually that is the PTRACE_EVENT_STOP of the interrupt. If a signal was
+    being delivered at that moment, the first stop is that signal's
+    delivery-stop instead: :attr:`Stop.signal` names it and the caller must
+    pass it back when resuming (or the signal is lost).
     """
     _ptrace(PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
     stop = wait_stop(tid)
