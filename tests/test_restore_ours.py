@@ -111,13 +111,8 @@ def test_threads_ours_to_ours(tmp_path: Path, programs: dict[str, Path], restore
     out = tmp_path / "threads.log"
     proc = start([sys.executable, str(programs["threads.py"]), str(out)])
     wait_lines(out, 5)
-    # dumped with --leave-running and killed by the test (the dump's own kill
-    # of a multi-threaded tree is the dump's business); the log is cut back to
-    # the size its descriptor had in the image, i.e. to the dump instant
-    pids = dump_ours(proc, tmp_path / "img", leave_running=True)
+    pids = dump_ours(proc, tmp_path / "img")
     assert len(pids) == 4
-    size = fd_positions(tmp_path / "img")[str(out)]
-    os.truncate(out, size)
     last = [int(x) for x in lines(out)[-1].split()]
     doc = restore_detached(tmp_path / "img")
     restored.append(doc["root_pid"])
@@ -187,3 +182,19 @@ def _unprivileged(work: Path, tmp_path: Path, setpriv: str, programs: dict[str, 
     assert status["Gid"].split() == ["1000"] * 4
     assert status["Groups"].strip() == ""
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+
+
+def test_leave_running_dump_restored_after_the_original_is_gone(tmp_path: Path, programs: dict[str, Path],
+                                                                 restored: list[int]) -> None:
+    """--leave-running: the original runs on after the dump; once it is killed and its log cut back to the
+    size recorded in the image (the dump instant), the restored copy continues from the dumped value."""
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    dump_ours(proc, tmp_path / "img", leave_running=True)
+    size = fd_positions(tmp_path / "img")[str(out)]
+    os.truncate(out, size)
+    last = first_field(lines(out)[-1])
+    doc = restore_detached(tmp_path / "img")
+    restored.append(doc["root_pid"])
+    check_continues(out, last)
