@@ -131,8 +131,13 @@ def test_client_without_certificate_refused(env: Env) -> None:
 
 def test_wrong_cert_same_name_refused(env: Env, tmp_path: Path) -> None:
     # a forged client: the same subject as the pinned source, another key
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    src_cert = x509.load_pem_x509_certificate((env.src / "cert.pem").read_bytes())
+    cn = src_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     forged = tmp_path / "forged"
-    identity.init_identity(forged)
+    identity.init_identity(forged, common_name=str(cn))
     identity.trust(forged, env.agent.ident.fingerprint)
     assert identity.load_identity(forged).fingerprint != identity.load_identity(env.src).fingerprint
     with pytest.raises((wire.ProtocolError, OSError)):
@@ -327,3 +332,16 @@ def test_check_verdict_names_missing_features(env: Env) -> None:
     ok_src = replace(src, cpu_flags=("sse", "sse2"), xsave_mask=3)
     conn.send(MsgType.CHECK, {"hostinfo": ok_src.to_json(), "memory": 1 << 20, "disk": 1 << 20})
     assert hostinfo.Verdict.from_json(conn.recv(MsgType.VERDICT)).ok
+
+
+def test_pins_reloaded_without_restart(env: Env) -> None:
+    late = env.tmp / "late"
+    ident = identity.init_identity(late)
+    identity.trust(late, env.agent.ident.fingerprint)
+    with pytest.raises((wire.ProtocolError, OSError)):
+        hello(Connection(env.opts(late)))
+    identity.trust(env.dst, ident.fingerprint, cert=ident.cert_path)
+    env.agent.reload_pins()  # what SIGHUP does in `hetmig agent`
+    hello(Connection(env.opts(late)))
+    hello(Connection(env.opts()))  # two pinned sources: both get in (unique subjects)
+    assert "accepted 127.0.0.1" in env.wait_log("accepted 127.0.0.1")

@@ -88,8 +88,17 @@ def _write_excl(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def init_identity(state_dir: Path, *, common_name: str = "hetmig") -> Identity:
-    """Create a key pair and a self-signed certificate in *state_dir*."""
+def init_identity(state_dir: Path, *, common_name: str | None = None) -> Identity:
+    """Create a key pair and a self-signed certificate in *state_dir*.
+
+    The subject is unique per identity (``hetmig-<random>``): OpenSSL finds a
+    trusted certificate by subject name, so two pinned peers sharing a subject
+    would make one of them fail verification.
+    """
+    import secrets
+
+    if common_name is None:
+        common_name = f"hetmig-{secrets.token_hex(8)}"
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
