@@ -67,7 +67,7 @@ import signal
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, Sequence
 
 from capture.errors import HetmigError, PlatformError, RestoreError
 from capture.platform import linux_inject as li
@@ -163,6 +163,70 @@ class RestoreResult:
     stages: dict[str, float] = field(default_factory=dict)
 
 
+# --- the OS primitives ----------------------------------------------------------
+
+
+class InjectionOps(Protocol):
+    """What the engine needs from the OS to build processes by injection.
+
+    Everything is Linux-shaped (x86_64 ``user_regs_struct``, Linux syscall
+    numbers and wait statuses): on Linux this is the module
+    :mod:`capture.platform.linux_inject` itself; a FreeBSD port for Linux
+    binaries under the Linuxulator would provide the same calls with PT_*
+    requests (not written yet).
+    """
+
+    @property
+    def Injector(self) -> type[li.Injector]: ...  # noqa: N802 (the class, as linux_inject names it)
+
+    def seize(self, tid: int, options: int = ...) -> None: ...
+
+    def interrupt(self, tid: int) -> li.Stop: ...
+
+    def detach(self, tid: int, sig: int = ...) -> None: ...
+
+    def resume(self, tid: int, sig: int = ...) -> None: ...
+
+    def wait_stop(self, tid: int, *, timeout_hint: str = ...) -> li.Stop: ...
+
+    def get_regs(self, tid: int) -> ThreadRegs: ...
+
+    def set_regs(self, tid: int, values: ThreadRegs) -> None: ...
+
+    def get_xstate(self, tid: int) -> bytes: ...
+
+    def set_xstate(self, tid: int, data: bytes) -> None: ...
+
+    def get_fpregs(self, tid: int) -> bytes: ...
+
+    def set_fpregs(self, tid: int, data: bytes) -> None: ...
+
+    def xstate_components(self) -> tuple[li.XstateComponent, ...]: ...
+
+    def get_rseq(self, tid: int) -> Any: ...
+
+    def find_syscall_insn(self, pid: int) -> int: ...
+
+    def remote_mmap(self, inj: li.Injector, addr: int, length: int, prot: int, flags: int, fd: int = ...,
+                    offset: int = ...) -> int: ...
+
+    def write_memory(self, pid: int, addr: int, data: bytes) -> None: ...
+
+    def read_memory(self, pid: int, addr: int, size: int) -> bytes: ...
+
+    def write_file_ranges(self, pid: int, fd: int, segments: Sequence[tuple[int, int, int]], *,
+                          workers: int = ..., window: int = ...) -> int: ...
+
+    def read_maps(self, pid: int) -> list[li.MapLine]: ...
+
+    def unshare_pid_namespace(self) -> None: ...
+
+
+def _linux_ops() -> InjectionOps:
+    ops: InjectionOps = li  # the module implements the protocol
+    return ops
+
+
 # --- the stub: one traced thread we inject into -----------------------------------
 
 
@@ -173,12 +237,8 @@ class _Stub:
     host_tid: int
     tramp: int
     inj: li.Injector
+    ops: "InjectionOps"
     used: int = 0
-
-    @classmethod
-    def attach_new(cls, host_tid: int, tramp: int) -> "_Stub":
-        inj = li.Injector(host_tid, tramp, keep_regs=True)
-        return cls(host_tid, tramp, inj)
 
     def __call__(self, name: str | int, *args: int, check: bool = True) -> int:
         return self.inj(name, *[a & U64 for a in args], check=check)
@@ -198,7 +258,7 @@ class _Stub:
             if len(data) > TRAMPOLINE_SIZE - PAGE:
                 raise RestoreError(f"argument of {len(data)} bytes does not fit the scratch area")
         addr = self.tramp + PAGE + start
-        li.write_memory(self.host_tid, addr, data)
+        self.ops.write_memory(self.host_tid, addr, data)
         self.used = start + len(data)
         return addr
 
@@ -232,7 +292,8 @@ XFEATURE_NAMES: Final = {2: "AVX (YMM)", 3: "MPX BNDREGS", 4: "MPX BNDCSR", 5: "
                          6: "AVX-512 ZMM_Hi256", 7: "AVX-512 Hi16_ZMM", 9: "PKRU"}
 
 
-def build_xstate(fp: Any, template: bytes, host_xfeatures: int) -> bytes:
+def build_xstate(fp: Any, template: bytes, host_xfeatures: int,
+                 components: "Sequence[li.XstateComponent] | None" = None) -> bytes:
     """An NT_X86_XSTATE buffer for this CPU from an image's user_x86_fpregs_entry.
 
     *template* is the buffer the kernel returned for the target thread (its
@@ -247,7 +308,7 @@ def build_xstate(fp: Any, template: bytes, host_xfeatures: int) -> bytes:
     buf[160:416] = _u32s(fp.xmm_space, 64)
     xs = fp.xsave
     bv = xs.xstate_bv
-    comps = {c.number: c for c in li.xstate_components()}
+    comps = {c.number: c for c in (components if components is not None else li.xstate_components())}
     pieces: dict[int, bytes] = {
         2: _u32s(xs.ymmh_space, 64),
         3: _u64s(xs.bndreg_state, 8),
@@ -277,12 +338,12 @@ def build_xstate(fp: Any, template: bytes, host_xfeatures: int) -> bytes:
     return bytes(buf)
 
 
-def _host_xfeatures(template: bytes) -> int:
+def _host_xfeatures(template: bytes, components: "Sequence[li.XstateComponent]") -> int:
     magic1, _ext, xfeatures = struct.unpack_from("<IIQ", template, 464)
     if magic1 == 0x46505853:
         return int(xfeatures)
     mask = 0x3
-    for c in li.xstate_components():
+    for c in components:
         mask |= 1 << c.number
     return mask
 
@@ -373,7 +434,8 @@ class _Proc:
 
 class _Restorer:
     def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None,
-                 vdso_mode: str = "auto") -> None:
+                 vdso_mode: str = "auto", ops: "InjectionOps | None" = None) -> None:
+        self.ops: InjectionOps = ops if ops is not None else _linux_ops()
         if vdso_mode not in ("auto", "map", "proxy"):
             raise RestoreError(f"vdso mode {vdso_mode!r} (expected auto, map or proxy)")
         self.vdso_mode = vdso_mode
@@ -390,7 +452,7 @@ class _Restorer:
         self.fd_base = 0
         self.file_slot: dict[int, int] = {}
         self.stages: dict[str, float] = {}
-        own = li.read_maps(os.getpid())
+        own = self.ops.read_maps(os.getpid())
         layout = _vdso_layout(own)
         self.host_vdso = layout
         self.host_vvar_size = (layout[1] - layout[0]) if layout else 0
@@ -432,7 +494,9 @@ class _Restorer:
             try:
                 os.close(rfd)
                 if self.pidns:
-                    if li.libc().unshare(CLONE_NEWPID) != 0:
+                    try:
+                        self.ops.unshare_pid_namespace()
+                    except HetmigError:
                         os._exit(3)
                 os.write(wfd, b"x")
                 while True:
@@ -446,19 +510,19 @@ class _Restorer:
         os.close(rfd)
         if got != b"x":
             raise RestoreError("the seed process could not create a pid namespace (unshare CLONE_NEWPID failed)")
-        li.seize(pid, li.TRACE_CHILDREN)
-        li.interrupt(pid)
-        boot = li.Injector(pid, li.find_syscall_insn(pid), keep_regs=True)
-        li.remote_mmap(boot, self.tramp, TRAMPOLINE_SIZE, li.PROT_READ | li.PROT_WRITE | li.PROT_EXEC,
+        self.ops.seize(pid, li.TRACE_CHILDREN)
+        self.ops.interrupt(pid)
+        boot = self.ops.Injector(pid, self.ops.find_syscall_insn(pid), keep_regs=True)
+        self.ops.remote_mmap(boot, self.tramp, TRAMPOLINE_SIZE, li.PROT_READ | li.PROT_WRITE | li.PROT_EXEC,
                        li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE)
         code = bytearray(PAGE)
         code[0:3] = b"\x0f\x05\xcc"
         code[INIT_CODE_OFFSET : INIT_CODE_OFFSET + len(INIT_CODE)] = INIT_CODE
-        li.write_memory(pid, self.tramp, bytes(code))
-        seed = _Stub(pid, self.tramp, li.Injector(pid, self.tramp, saved=boot.saved))
+        self.ops.write_memory(pid, self.tramp, bytes(code))
+        seed = _Stub(pid, self.tramp, self.ops.Injector(pid, self.tramp, saved=boot.saved), self.ops)
         # all signals blocked in every stub until the very end
         seed("rt_sigprocmask", SIG_SETMASK, seed.put(struct.pack("<Q", U64)), 0, 8)
-        rs = li.get_rseq(pid)
+        rs = self.ops.get_rseq(pid)
         if rs is not None:
             seed("rseq", rs.abi_pointer, rs.abi_size, RSEQ_FLAG_UNREGISTER, rs.signature)
         return seed
@@ -482,13 +546,14 @@ class _Restorer:
             raise RestoreError(f"clone3(set_tid={pid}) returned {res.value} but no child was reported by ptrace")
         if not flags & CLONE_THREAD:
             self.created.append(res.child)
-        stop = li.wait_stop(res.child)
+        stop = self.ops.wait_stop(res.child)
         if not stop.stopped:
             raise RestoreError(f"new process for pid {pid} {stop.describe()}")
         got = _innermost_pid(res.child)
         if got != pid:
             raise RestoreError(f"clone3 asked for pid {pid} but the kernel gave {got} (host pid {res.child})")
-        return _Stub(res.child, self.tramp, li.Injector(res.child, self.tramp, saved=parent.inj.saved))
+        return _Stub(res.child, self.tramp, self.ops.Injector(res.child, self.tramp, saved=parent.inj.saved),
+                     self.ops)
 
     # -- step 2: files opened in the root before it forks ---------------------------
     def open_files(self, stub: _Stub) -> None:
@@ -533,7 +598,7 @@ class _Restorer:
             stub.reset()
             arr = stub.put(b"\0" * 8, align=8)
             stub("pipe2", arr, 0)
-            rfd, wfd = struct.unpack("<ii", li.read_memory(stub.host_tid, arr, 8))
+            rfd, wfd = struct.unpack("<ii", self.ops.read_memory(stub.host_tid, arr, 8))
             data, size = self.iset.pipe_data.get(pipe_id, (b"", 0))
             if size:
                 stub("fcntl", wfd, F_SETPIPE_SZ, size, check=False)
@@ -566,7 +631,7 @@ class _Restorer:
             init("close_range", 0, 0xFFFFFFFF, 0)
             init("prctl", PR_SET_NAME, init.put(b"hetmig-init\0"), 0, 0, 0)
             self._unmap_all(init)
-            li.write_memory(init.host_tid, self.tramp + INIT_CODE_OFFSET + INIT_ROOTPID_OFFSET,
+            self.ops.write_memory(init.host_tid, self.tramp + INIT_CODE_OFFSET + INIT_ROOTPID_OFFSET,
                             struct.pack("<i", root.pid))
             self.init_stub = init
             parent = init
@@ -613,7 +678,7 @@ class _Restorer:
         t = self.tramp
         st("munmap", 0, t)
         st("munmap", t + TRAMPOLINE_SIZE, TASK_SIZE - (t + TRAMPOLINE_SIZE))
-        left = [m for m in li.read_maps(st.host_tid) if m.path != "[vsyscall]" and m.start != t]
+        left = [m for m in self.ops.read_maps(st.host_tid) if m.path != "[vsyscall]" and m.start != t]
         if left:
             raise RestoreError(f"stub {st.host_tid}: mappings left after unmapping: "
                                f"{[hex(m.start) + ' ' + m.path for m in left]}")
@@ -636,11 +701,11 @@ class _Restorer:
         else:
             regs = dataclasses.replace(base, rax=li.SYS["exit_group"], rdi=(status >> 8) & 0xFF, orig_rax=U64,
                                        rip=self.tramp)
-        li.set_regs(pr.host_pid, regs)
+        self.ops.set_regs(pr.host_pid, regs)
         deliver = 0
         for _ in range(16):
-            li.resume(pr.host_pid, deliver)
-            stop = li.wait_stop(pr.host_pid)
+            self.ops.resume(pr.host_pid, deliver)
+            stop = self.ops.wait_stop(pr.host_pid)
             if stop.exited:
                 return
             deliver = stop.signal if stop.signal == sig and not stop.event else 0
@@ -778,7 +843,7 @@ class _Restorer:
 
     def _map_host_vdso(self, pr: _Proc, vvar_start: int) -> int:
         pr.stub("arch_prctl", ARCH_MAP_VDSO_64, vvar_start)
-        layout = _vdso_layout(li.read_maps(pr.host_pid))
+        layout = _vdso_layout(self.ops.read_maps(pr.host_pid))
         want = vvar_start + self.host_vvar_size
         if layout is None or layout[1] != want:
             got = f"0x{layout[1]:x}" if layout else "nowhere"
@@ -820,7 +885,7 @@ class _Restorer:
         size = vdso.end - vdso.start
         st("mmap", vdso.start, size, li.PROT_READ | li.PROT_WRITE,
            li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED, -1, 0)
-        li.write_memory(pr.host_pid, vdso.start, bytes(patched))
+        self.ops.write_memory(pr.host_pid, vdso.start, bytes(patched))
         st("mprotect", vdso.start, size, vdso.prot)
         self.warnings.append(f"pid {pr.img.pid}: dumped vDSO at 0x{vdso.start:x} redirected to this kernel's at "
                              f"0x{new_text:x} ({len(done)} entry points)")
@@ -851,7 +916,7 @@ class _Restorer:
             return
         fd = os.open(img.pages_file, os.O_RDONLY)
         try:
-            li.write_file_ranges(pr.host_pid, fd, segments)
+            self.ops.write_file_ranges(pr.host_pid, fd, segments)
         finally:
             os.close(fd)
 
@@ -928,7 +993,7 @@ class _Restorer:
             st.reset()
             out = st.put(b"\0" * 16, align=8)
             st("prlimit64", 0, res_no, 0, out)
-            cur_now, max_now = struct.unpack("<QQ", li.read_memory(pr.host_pid, out, 16))
+            cur_now, max_now = struct.unpack("<QQ", self.ops.read_memory(pr.host_pid, out, 16))
             want_cur, want_max = rl.cur, rl.max
             if (want_cur, want_max) == (cur_now, max_now):
                 continue
@@ -1054,16 +1119,17 @@ class _Restorer:
         fp = ti.fpregs if ti.HasField("fpregs") else None
         if fp is not None:
             if fp.HasField("xsave"):
-                template = li.get_xstate(st.host_tid)
-                li.set_xstate(st.host_tid, build_xstate(fp, template, _host_xfeatures(template)))
+                template = self.ops.get_xstate(st.host_tid)
+                self.ops.set_xstate(st.host_tid, build_xstate(fp, template, _host_xfeatures(template, self.ops.xstate_components()),
+                                                         self.ops.xstate_components()))
             else:
-                buf = bytearray(li.get_fpregs(st.host_tid))
+                buf = bytearray(self.ops.get_fpregs(st.host_tid))
                 struct.pack_into("<HHHHQQII", buf, 0, fp.cwd, fp.swd, fp.twd, fp.fop, fp.rip, fp.rdp, fp.mxcsr,
                                  fp.mxcsr_mask)
                 buf[32:160] = _u32s(fp.st_space, 32)
                 buf[160:416] = _u32s(fp.xmm_space, 64)
-                li.set_fpregs(st.host_tid, bytes(buf))
-        li.set_regs(st.host_tid, _regs_from_image(ti.gpregs))
+                self.ops.set_fpregs(st.host_tid, bytes(buf))
+        self.ops.set_regs(st.host_tid, _regs_from_image(ti.gpregs))
 
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> RestoreResult:
@@ -1102,16 +1168,16 @@ class _Restorer:
                 init = self.init_stub
                 regs = init.inj.saved
                 assert regs is not None
-                li.set_regs(init.host_tid, dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
+                self.ops.set_regs(init.host_tid, dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
             # everything is in place: let it run
             for pr in self.procs.values():
                 if pr.img.zombie_status is not None:
                     continue
                 for stt in pr.threads.values():
                     sig = stt.inj.deferred_signals[0] if stt.inj.deferred_signals else 0
-                    li.detach(stt.host_tid, sig)
+                    self.ops.detach(stt.host_tid, sig)
             if self.init_pid:
-                li.detach(self.init_pid)
+                self.ops.detach(self.init_pid)
             self._drop_seed()
             self._stage("detach", t0)
         except HetmigError as err:
@@ -1196,7 +1262,7 @@ def _pick_tty() -> int | None:
 
 
 def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns: bool = False,
-            vdso: str = "auto") -> RestoreResult:
+            vdso: str = "auto", ops: InjectionOps | None = None) -> RestoreResult:
     """Restore the image set in *image_dir*; return when the tree runs.
 
     The restored root process is a child of nothing the caller owns (its
@@ -1208,5 +1274,5 @@ def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns
         raise RestoreError(f"--root {root!r} is not a directory")
     tty = _pick_tty()
     iset = load_image_set(image_dir, root=root_dir, have_tty=tty is not None)
-    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso)
+    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso, ops=ops)
     return restorer.run()

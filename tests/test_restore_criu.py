@@ -483,3 +483,37 @@ def test_rlimits_restored_and_unraisable_hard_limit_reported(tmp_path: Path, pro
     stack = next(x for x in limits.splitlines() if x.startswith("Max stack size")).split()
     assert stack[3:5] == ["4194304", "8388608"]
     assert any("rlimit 7" in w and "CAP_SYS_RESOURCE" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_engine_goes_through_its_injection_ops(tmp_path: Path, programs: dict[str, Path],
+                                               restored: list[int]) -> None:
+    """The restore engine reaches the OS only through the InjectionOps it is given (the seam a
+    Linuxulator port plugs into): a recording wrapper around linux_inject sees every primitive."""
+    from typing import Any, cast
+
+    from capture import restore as restore_mod
+    from capture.platform import linux_inject as li
+
+    calls: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            target = getattr(li, name)
+            if name == "Injector" or not callable(target):
+                return target
+
+            def wrapper(*a: Any, **k: Any) -> Any:
+                calls.append(name)
+                return target(*a, **k)
+            return wrapper
+
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    res = restore_mod.restore(tmp_path / "img", ops=cast(restore_mod.InjectionOps, Recording()))
+    restored.append(res.root_pid)
+    check_continues(out, last)
+    for needed in ("seize", "interrupt", "set_regs", "set_xstate", "write_file_ranges", "detach", "read_maps"):
+        assert needed in calls, f"{needed} did not go through the ops object"

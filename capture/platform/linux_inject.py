@@ -228,6 +228,13 @@ def seize(tid: int, options: int = TRACE_CHILDREN) -> None:
     _ptrace(PTRACE_SEIZE, tid, 0, options, "PTRACE_SEIZE")
 
 
+def unshare_pid_namespace() -> None:
+    """unshare(CLONE_NEWPID): this process's next child is pid 1 of a new pid namespace."""
+    if libc().unshare(0x20000000) != 0:
+        err = ctypes.get_errno()
+        raise PlatformError(f"unshare(CLONE_NEWPID) failed: {os.strerror(err)}", errno=err)
+
+
 def set_options(tid: int, options: int) -> None:
     _ptrace(PTRACE_SETOPTIONS, tid, 0, options, "PTRACE_SETOPTIONS")
 
