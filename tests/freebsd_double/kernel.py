@@ -36,7 +36,7 @@ What it emulates, and how (everything not in the reference is said here):
   not expose them); segment selectors are the Linux values (FreeBSD's GDT
   selector numbers are not in the reference).
 * ``PT_GETXSTATE_INFO``: ``xsave_mask`` is the XCR0 value Linux stores in the
-  FXSAVE software-reserved bytes (offset 464+8), ``xsave_len`` the size of
+  FXSAVE software-reserved bytes (offset 464), ``xsave_len`` the size of
   the ``NT_X86_XSTATE`` regset.
 * ``PT_SC_REMOTE`` runs the *Linux* system call (the target is a Linux
   binary, as under the Linuxulator) by injection, and queues a "stopped by
@@ -56,6 +56,7 @@ import errno as lx_errno
 import os
 import signal as lx_signal
 import struct
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -142,10 +143,16 @@ def linux_sig_to_freebsd(sig: int) -> int:
     return _LINUX_TO_FREEBSD_SIG.get(sig, sig)
 
 
+_SAME_SIGNALS: Final = frozenset({1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 14, 15, 21, 22, 24, 25, 26, 27, 28})
+
+
 def freebsd_sig_to_linux(sig: int) -> int:
+    """0 where Linux has no such signal (SIGEMT, SIGINFO, SIGTHR, SIGLIBRT, RT above 97)."""
     if 65 <= sig <= 97:
         return 32 + (sig - 65)
-    return _FREEBSD_TO_LINUX_SIG.get(sig, sig)
+    if sig in _SAME_SIGNALS:
+        return sig
+    return _FREEBSD_TO_LINUX_SIG.get(sig, 0)
 
 
 def stopped_status(freebsd_sig: int) -> int:
@@ -244,12 +251,12 @@ class FreeBSDKernel:
             return 0, 0
         if p is None or p.stopped:
             raise ChildProcessError(ECHILD, f"waitpid({pid}): no state change to report")
-        stop = li.wait_stop(pid)
+        stop = _wait_any(p.tids)
         if stop.stopped:
             p.stopped = True
             p.last_sig = linux_sig_to_freebsd(stop.signal)
-            for t in p.tids:
-                if t != pid:
+            for t in p.tids:  # FreeBSD stops the whole process
+                if t != stop.tid:
                     li.interrupt(t)
             self._changed(pid)
             return pid, stopped_status(p.last_sig)
@@ -440,7 +447,7 @@ class FreeBSDKernel:
         if data != XSTATE_INFO.size:
             raise _fail(EINVAL, f"PT_GETXSTATE_INFO data {data} != sizeof(struct ptrace_xstate_info)")
         xs = self._xstate(t)
-        mask = struct.unpack_from("<Q", xs, 464 + 8)[0]
+        mask = struct.unpack_from("<Q", xs, 464)[0]  # Linux stores XCR0 in sw_reserved[0]
         self._put(addr, XSTATE_INFO.pack(mask, len(xs)))
         return 0
 
@@ -519,7 +526,8 @@ class FreeBSDKernel:
         if index < 0 or index >= len(maps):
             raise _fail(ENOENT, f"PT_VM_ENTRY: no entry after {index}")
         m = maps[index]
-        path = m.path if m.path.startswith("/") else ""
+        # only vnode mappings have a path; an unlinked file's path cannot be resolved
+        path = m.path if m.path.startswith("/") and not m.path.endswith(" (deleted)") else ""
         prot = ((VM_PROT_READ if "r" in m.perms else 0) | (VM_PROT_WRITE if "w" in m.perms else 0)
                 | (VM_PROT_EXECUTE if "x" in m.perms else 0))
         ino, fsid = _map_ids(text, m.start)
@@ -556,6 +564,19 @@ class FreeBSDKernel:
         self._put(addr, out)
         p.statuses.append(stopped_status(5))  # FreeBSD SIGTRAP: the new stop, for waitpid(WNOHANG)
         return 0
+
+
+def _wait_any(tids: list[int]) -> li.Stop:
+    """The next state change of any of *tids* (__WALL, polled)."""
+    while True:
+        for t in tids:
+            try:
+                got, status = os.waitpid(t, 0x40000000 | os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if got == t:
+                return li.Stop(t, status)
+        time.sleep(0.002)
 
 
 def _replace(regs: ThreadRegs, **changes: int) -> ThreadRegs:
