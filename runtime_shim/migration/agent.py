@@ -557,9 +557,19 @@ class Session:
         free = shutil.disk_usage(self.agent.state_dir).free - lim.reserve_free
         if size > free:
             raise MigrationError(f"pages_image.size={size} exceeds the free space of the state dir ({max(free, 0)})")
-        out = safety.create_file_in(self.images_fd, name, readable=True)
+        safety.check_image_name(name)
+        adopt = getattr(self.restore, "adopt_pages_image", None)
+        adopted = bool(adopt is not None and adopt(pid, pages, self.images_fd, name))
+        if adopted:  # the page store itself became the image (no copy)
+            out = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.images_fd)
+        else:
+            why = getattr(getattr(self.restore, "store", None), "declined", "")
+            self.agent.log.info("migration %s: %s rebuilt by copy%s", self.migration_id, name,
+                                f" ({why})" if why else "")
+            out = safety.create_file_in(self.images_fd, name, readable=True)
         try:
-            self.restore.build_pages_image(pid, pages, out)
+            if not adopted:
+                self.restore.build_pages_image(pid, pages, out)
             if digest is not None:
                 h = hashlib.blake2b(digest_size=32)
                 off = 0
@@ -570,7 +580,7 @@ class Session:
                     raise ProtocolError(f"pages_image.blake2b of {name} does not match the rebuilt image")
         finally:
             os.close(out)
-        self._send(MsgType.ACK, {"built": name, "pages": len(pages)})
+        self._send(MsgType.ACK, {"built": name, "pages": len(pages), "adopted": adopted})
 
     def _rootfs(self, frame: Frame) -> None:
         assert self.dir is not None

@@ -167,11 +167,28 @@ class ProcessSource:
         return str(self._tracker.kind.value) if self._tracker is not None else "none"
 
     def dirty(self, first: bool) -> dict[int, list[Run]]:
-        runs = self._tracker.scan()
+        runs = self._tracker.scan()  # the first scan also write-protects everything
         if first:
-            fast = getattr(self._tracker, "present_pages", None)
-            runs = fast(runs) if fast is not None else present_filter(self.pid, runs)
+            try:
+                # exactly the pages a dump taken now would hold, in its order, so that the
+                # agent's page store lines up with the final pages image (see PageStore.adopt);
+                # pages outside the tracked ranges (read-only COW pages, vDSO) cannot change
+                # without becoming writable first, which makes them a new, fully dirty range
+                runs = self._dump_selection()
+            except PlatformError:
+                fast = getattr(self._tracker, "present_pages", None)
+                runs = fast(runs) if fast is not None else present_filter(self.pid, runs)
         return {self.pid: runs}
+
+    def _dump_selection(self) -> list[Run]:
+        from capture.dirty import merge_runs
+        from capture.platform.linux import LinuxPlatform
+
+        plat = LinuxPlatform()
+        runs: list[Run] = []
+        for vma in plat.read_maps(self.pid):
+            runs.extend(plat.present_runs(self.pid, vma))
+        return merge_runs(runs)
 
     def untrusted_pages(self) -> dict[int, list[Run]]:
         """Pages whose pre-copied contents must not be trusted at cut-over.
@@ -396,8 +413,14 @@ class PageStore:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.index: dict[tuple[int, int], int] = {}
         self.size = 0
+        self.pids: set[int] = set()
+        self.adopted = False
+        self.declined = ""
 
     def put(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
+        if self.adopted:
+            raise MigrationError("page store already became a pages image; no more pages are accepted")
+        self.pids.add(pid)
         off = 0
         for addr, n in runs:
             # contiguous fresh pages are written with one pwrite
@@ -445,6 +468,41 @@ class PageStore:
         if run_len > 0:
             self._copy(out_fd, run_src, run_dst, run_len)
 
+    MAX_MOVES = 16384  # pages moved in memory when adopting (64 MiB)
+
+    def adopt(self, pid: int, pages: Sequence[int], dir_fd: int, name: str) -> bool:
+        """Turn the store file itself into the pages image when it nearly is one.
+
+        When the store holds only *pid* and most pages already sit at their image
+        offset (round 1 arrives in address order), the few misplaced pages are
+        moved in place, the file is cut to size and linked as *name* under
+        *dir_fd*: no copy of the whole memory at cut-over. False (nothing
+        changed) when that does not apply.
+        """
+        if self.adopted or self.pids != {pid}:
+            self.declined = f"store holds pids {sorted(self.pids)}"
+            return False
+        index = self.index
+        moves: list[tuple[int, int]] = []
+        for i, addr in enumerate(pages):
+            slot = index.get((pid, addr))
+            if slot is None:
+                raise MigrationError(f"pages image: page 0x{addr:x} of pid {pid} was never sent")
+            if slot != i * PAGE_SIZE:
+                moves.append((i * PAGE_SIZE, slot))
+                if len(moves) > self.MAX_MOVES:
+                    self.declined = f"more than {self.MAX_MOVES} pages out of place (first at image page {moves[0][0] // PAGE_SIZE})"
+                    return False
+        data = [os.pread(self.fd, PAGE_SIZE, slot) for _, slot in moves]  # read all before writing any
+        for (dst, _), page in zip(moves, data):
+            os.pwrite(self.fd, page, dst)
+        os.ftruncate(self.fd, len(pages) * PAGE_SIZE)
+        os.link(self.path, name, dst_dir_fd=dir_fd)  # fails if the name exists
+        os.unlink(self.path)
+        self.adopted = True
+        self.index = {}
+        return True
+
     def _copy(self, out_fd: int, src: int, dst: int, length: int) -> None:
         while length:
             n = os.copy_file_range(self.fd, out_fd, length, src, dst)
@@ -453,6 +511,8 @@ class PageStore:
             src, dst, length = src + n, dst + n, length - n
 
     def save_index(self) -> None:
+        if self.adopted:
+            return
         tmp = self.path.with_suffix(".idx.tmp")
         with open(tmp, "wb") as f:
             for (pid, addr), off in sorted(self.index.items()):
@@ -492,6 +552,10 @@ class StagingRestore:
     def build_pages_image(self, pid: int, pages: Sequence[int], out_fd: int) -> None:
         assert self.store is not None
         self.store.build_image(pid, pages, out_fd)
+
+    def adopt_pages_image(self, pid: int, pages: Sequence[int], dir_fd: int, name: str) -> bool:
+        assert self.store is not None
+        return self.store.adopt(pid, pages, dir_fd, name)
 
     def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored:
         assert self.store is not None

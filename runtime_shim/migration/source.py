@@ -78,6 +78,7 @@ class Report:
     cutover_ms: dict[str, float] = field(default_factory=dict)  # frozen-phase breakdown
     final_pages: int = 0          # pages in the final image set
     final_fill_pages: int = 0     # of those, not pre-copied (sent at cut-over)
+    final_images_adopted: int = 0  # pages images the agent made from its page store without a copy
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -306,7 +307,9 @@ class Migration:
         finally:
             os.close(fd)
         self.conn.send(MsgType.PAGES_IMAGE, msg)
-        self.conn.recv(MsgType.ACK)
+        ack = self.conn.recv(MsgType.ACK)
+        if ack.get("adopted") is True:
+            self.report.final_images_adopted += 1
         self.report.final_pages += len(pages)
         self.report.final_fill_pages += len(missing)
 
