@@ -19,8 +19,9 @@ Linuxulator, memory or disk) -> BEGIN -> pre-copy rounds while the process runs
 dirty round -> dump (capture.dump, inside our freeze) -> image files; each
 pages-N.img is rebuilt by the agent from the pre-copied pages, only pages it
 cannot trust cross the wire at cut-over -> COMMIT -> restore (capture.restore,
-fresh pid namespace) -> CONFIRM -> the source is killed -> FINISH. Any failure
-before CONFIRM releases the source, which runs on untouched.
+fresh pid namespace; the copy is held stopped) -> CONFIRM -> FINISH (the agent
+releases its copy) -> ACK -> the source is killed. Any failure before that ACK
+releases the source, which runs on untouched.
 
 Security model (what this package guarantees and what it does not):
   * Authenticated: both ends, by certificate fingerprint pins in the state
@@ -44,10 +45,13 @@ Security model (what this package guarantees and what it does not):
     peer sends; a pinned peer is trusted to send a sane process (the image
     checks of capture.restore_checks still apply). Containers are refused
     until their isolation can be recreated (never restored without it).
-  * Known gap: if the connection drops after the agent sent CONFIRM and before
-    FINISH arrives, the agent keeps the restored copy ("confirmed-unfinished")
-    and the source, not having seen CONFIRM, may roll back: two copies. A
-    resumable STATUS query is not built yet.
+  * Exactly one copy: the agent holds the restored copy stopped under ptrace
+    with EXITKILL (it dies if the agent dies) until FINISH; the source kills
+    its own copy only after the agent's ACK of FINISH. If that ACK is lost,
+    the source asks STATUS on a new connection ("done": kill the source;
+    "aborted": thaw it). If the agent cannot be asked, the source is left
+    stopped (SIGSTOP) with a message saying so, never thawed into a second
+    copy (tests/test_migration_netns.py exercises kill/drop at FINISH).
 
 The FreeBSD host probe is written against FreeBSD's documented interfaces and
 is untested on FreeBSD. Nothing here pretends: a missing engine is a
