@@ -13,11 +13,15 @@ Steps, each reported through a progress callback:
      stops when the remaining dirty set would transfer within
      ``max_downtime`` at the measured rate, when it stops shrinking, or after
      ``precopy_rounds`` rounds.
-  4. cut-over: freeze, final dirty pages, stop tracking (the userfaultfd
-     leaves the target), final dump (image files), rootfs delta, COMMIT; on
-     CONFIRM the source is destroyed and FINISH is sent.
-Any failure before CONFIRM thaws the source and sends ABORT: the container
-runs on where it was.
+  4. cut-over: ptrace freeze, final dirty pages, stop tracking (the
+     userfaultfd leaves the target), final dump (image files; each
+     pages-N.img is rebuilt by the agent, only pages it lacks are sent),
+     rootfs delta, COMMIT -> CONFIRM (the agent holds its copy stopped) ->
+     FINISH -> ACK, and only then is the source destroyed.
+Any failure before that ACK thaws the source and sends ABORT: the container
+runs on where it was. A lost ACK is resolved with STATUS on a new
+connection; if the agent cannot be asked the source is left stopped
+(SIGSTOP) and the error says so.
 """
 
 from __future__ import annotations
