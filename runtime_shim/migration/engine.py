@@ -182,9 +182,9 @@ class ProcessSource:
 
     def _dump_selection(self) -> list[Run]:
         from capture.dirty import merge_runs
-        from capture.platform.linux import LinuxPlatform
+        from capture.platform import get_platform
 
-        plat = LinuxPlatform()
+        plat = get_platform()
         runs: list[Run] = []
         for vma in plat.read_maps(self.pid):
             runs.extend(plat.present_runs(self.pid, vma))
@@ -202,11 +202,11 @@ class ProcessSource:
           written after the last scan.
         These pages are sent from the final image set instead.
         """
-        from capture.platform.linux import LinuxPlatform
+        from capture.platform import get_platform
 
         fn = getattr(self._tracker, "zero_pages", None)
         runs: list[Run] = list(fn()) if fn is not None else []
-        plat = LinuxPlatform()
+        plat = get_platform()
         for tid in self._held:
             try:
                 regs = plat.get_regs(tid)
@@ -237,9 +237,9 @@ class ProcessSource:
 
     def freeze(self) -> None:
         """ptrace freeze: seize and interrupt every thread (no user code runs until thaw)."""
-        from capture.platform.linux import LinuxPlatform
+        from capture.platform import get_platform
 
-        plat = LinuxPlatform()
+        plat = get_platform()
         self._held = []
         try:
             for tid in plat.list_threads(self.pid):
@@ -255,9 +255,9 @@ class ProcessSource:
             self._tracker.hold(True)
 
     def thaw(self) -> None:
-        from capture.platform.linux import LinuxPlatform
+        from capture.platform import get_platform
 
-        plat = LinuxPlatform()
+        plat = get_platform()
         if self._tracker is not None and hasattr(self._tracker, "hold"):
             self._tracker.hold(False)
         for tid in self._held:
@@ -284,9 +284,9 @@ class ProcessSource:
         fn = getattr(engine, "dump", None)
         if fn is None:
             raise MigrationError("final dump: capture.dump has no dump(pid, images_dir, ...) entry point")
-        from capture.platform.linux import LinuxPlatform
+        from capture.platform import get_platform
 
-        held = _HeldPlatform(LinuxPlatform(), set(self._held))
+        held = _HeldPlatform(get_platform(), set(self._held))
         try:
             fn(self.pid, image_dir, leave_running=True, tree=self.tree, platform=held)
         except HetmigError as err:
