@@ -253,7 +253,7 @@ def test_fpregs_and_xstate(k: FreeBSDKernel, target: Target) -> None:
     assert xi["xsave_len"] == len(real) and xi["xsave_mask"] & 0x3 == 0x3  # x87 + SSE always enabled
     xs = ctypes.create_string_buffer(xi["xsave_len"])
     call(k, "PT_GETXSTATE", target.pid, ctypes.addressof(xs), xi["xsave_len"])
-    assert xs.raw[:512] == real[:512]
+    assert xs.raw[:464] == real[:464] and xs.raw[464:512] == bytes(48) and xs.raw[512:] == real[512:]
     fp = ctypes.create_string_buffer(512)
     call(k, "PT_GETFPREGS", target.pid, ctypes.addressof(fp))
     # struct fpreg: fpr_env[4] @0 (mxcsr is the 7th u32), fpr_acc[8][16] @32, fpr_xacc[16][16] @160

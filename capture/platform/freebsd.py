@@ -818,7 +818,7 @@ def vmas_from_linprocfs_maps(text: str) -> tuple[Vma, ...]:
         if m.path == "[stack]":
             kind, flags = VmaKind.STACK, flags | MAP_ANONYMOUS | MAP_GROWSDOWN
         elif m.path == "[vdso]":
-            kind = VmaKind.VDSO
+            kind, flags = VmaKind.VDSO, flags | MAP_ANONYMOUS  # no backing file (CRIU records it anonymous)
         elif m.path == "":
             flags |= MAP_ANONYMOUS
             kind = VmaKind.ANON if m.private else VmaKind.SHMEM
@@ -1307,9 +1307,12 @@ class FreeBSDPlatform:
     # -- memory -------------------------------------------------------------
     def present_runs(self, pid: int, vma: Vma) -> list[tuple[int, int]]:
         """No page presence on FreeBSD: the whole range of every private
-        mapping that is anonymous, writable or not executable (RELRO)."""
-        if vma.kind in (VmaKind.VDSO, VmaKind.VVAR, VmaKind.VSYSCALL, VmaKind.SHMEM, VmaKind.OTHER):
+        mapping that is anonymous, writable or not executable (RELRO), and
+        the [vdso] (shared page) whole, as the Linux module and CRIU record it."""
+        if vma.kind in (VmaKind.VVAR, VmaKind.VSYSCALL, VmaKind.SHMEM, VmaKind.OTHER):
             return []
+        if vma.kind is VmaKind.VDSO:
+            return [(vma.start, (vma.end - vma.start) // PAGE_SIZE)]
         if vma.flags & MAP_SHARED:
             return []
         if vma.kind is VmaKind.FILE and not vma.prot & PROT_WRITE and vma.prot & PROT_EXEC:
@@ -1455,29 +1458,51 @@ class FreeBSDPlatform:
         mask, length = struct.unpack(XSTATE_INFO_FORMAT, buf.raw)
         return int(mask), int(length)
 
-    def _xstate_len(self, tid: int) -> int | None:
-        """xsave_len, or None when the kernel has no XSAVE state (EINVAL: FXSAVE-only CPU)."""
+    def _xstate_mask_len(self, tid: int) -> tuple[int, int] | None:
+        """(xsave_mask, xsave_len), or None when the kernel has no XSAVE state
+        (EINVAL: FXSAVE-only CPU)."""
         try:
-            _, length = self._xstate_info(tid)
+            mask, length = self._xstate_info(tid)
         except PlatformError as err:
             if err.errno == ERRNO_TABLE["EINVAL"][0]:
                 return None
             raise
         if not 512 + 64 <= length <= 1 << 20:
             raise PlatformError(f"PT_GETXSTATE_INFO of {tid}: implausible xsave_len {length}")
-        return length
+        return mask, length
+
+    def _xstate_len(self, tid: int) -> int | None:
+        got = self._xstate_mask_len(tid)
+        return None if got is None else got[1]
 
     def get_xsave(self, tid: int) -> Xsave:
         """PT_GETXSTATE (after PT_GETXSTATE_INFO); without XSAVE state, the
-        512-byte FXSAVE area from PT_GETFPREGS (the legacy region only)."""
-        length = self._xstate_len(tid)
-        if length is None:
+        512-byte FXSAVE area from PT_GETFPREGS (the legacy region only).
+
+        The Protocol wants the buffer as Linux's NT_X86_XSTATE regset returns
+        it, which carries XCR0 in the software-reserved bytes at offset 464;
+        FreeBSD's layout for those bytes is not in the reference, so the
+        ``xsave_mask`` of PT_GETXSTATE_INFO is written there (the engine reads
+        the enabled components from it). Component offsets come from CPUID
+        leaf 0xD (an instruction, the same on every OS), standard format
+        assumed (not in the reference), limited to the components in
+        ``xsave_mask``. Found with the interface double."""
+        got = self._xstate_mask_len(tid)
+        if got is None:
             fp = ctypes.create_string_buffer(FPREG_SIZE)
             self._pt(PT_GETFPREGS, tid, ctypes.addressof(fp), 0)
             return Xsave(data=fp.raw)
+        mask, length = got
         buf = ctypes.create_string_buffer(length)
         self._pt(PT_GETXSTATE, tid, ctypes.addressof(buf), length)
-        return Xsave(data=buf.raw)
+        data = bytearray(buf.raw)
+        struct.pack_into("<Q", data, 464, mask)
+        from capture.platform.linux_inject import cpuid, xstate_components  # x86 CPUID, OS-independent
+
+        comps = tuple((c.number, c.offset, c.size) for c in xstate_components()
+                      if mask & (1 << c.number) and c.offset + c.size <= length)
+        cet = bool(cpuid(7, 0)[2] & (1 << 7))
+        return Xsave(data=bytes(data), component_offsets=comps, cet_supported=cet)
 
     def set_xsave(self, tid: int, xsave: Xsave) -> None:
         length = self._xstate_len(tid)

@@ -37,7 +37,9 @@ What it emulates, and how (everything not in the reference is said here):
   selector numbers are not in the reference).
 * ``PT_GETXSTATE_INFO``: ``xsave_mask`` is the XCR0 value Linux stores in the
   FXSAVE software-reserved bytes (offset 464), ``xsave_len`` the size of
-  the ``NT_X86_XSTATE`` regset.
+  the ``NT_X86_XSTATE`` regset. ``PT_GETXSTATE``/``PT_GETFPREGS`` return
+  those software-reserved bytes (464..511) as zeros: what FreeBSD leaves
+  there is not in the reference, so clients must not rely on Linux's XCR0.
 * ``PT_SC_REMOTE`` runs the *Linux* system call (the target is a Linux
   binary, as under the Linuxulator) by injection, and queues a "stopped by
   SIGTRAP" status to be consumed with ``waitpid(WNOHANG)``; a Linux error is
@@ -431,7 +433,7 @@ class FreeBSDKernel:
         _, t = self._thread(pid)
         # struct fpreg (fpr_env[4], fpr_acc[8][16], fpr_xacc[16][16], fpr_spare[12]) is the
         # 512-byte FXSAVE image, byte for byte the Linux NT_PRFPREG regset
-        self._put(addr, li.get_fpregs(t)[:FPREG_SIZE])
+        self._put(addr, _fxsave_for_freebsd(li.get_fpregs(t)[:FPREG_SIZE]))
         return 0
 
     def _setfpregs(self, pid: int, addr: int, data: int) -> int:
@@ -456,7 +458,7 @@ class FreeBSDKernel:
         xs = self._xstate(t)
         if not 512 + 64 <= data <= len(xs):
             raise _fail(EINVAL, f"PT_GETXSTATE size {data} outside 576..{len(xs)}")
-        self._put(addr, xs[:data])
+        self._put(addr, _fxsave_for_freebsd(xs[:data]))
         return 0
 
     def _setxstate(self, pid: int, addr: int, data: int) -> int:
@@ -564,6 +566,13 @@ class FreeBSDKernel:
         self._put(addr, out)
         p.statuses.append(stopped_status(5))  # FreeBSD SIGTRAP: the new stop, for waitpid(WNOHANG)
         return 0
+
+
+def _fxsave_for_freebsd(area: bytes) -> bytes:
+    """Zero the FXSAVE software-reserved bytes 464..511: Linux puts XCR0 there
+    for ptrace, FreeBSD's content is not in the reference, so a client must
+    not find Linux's value there."""
+    return area[:464] + bytes(48) + area[512:]
 
 
 def _wait_any(tids: list[int]) -> li.Stop:
