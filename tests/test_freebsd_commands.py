@@ -89,7 +89,7 @@ def test_podman_limits_rctl_carry_the_podman_flags() -> None:
     argv = jexec_argv(spec)
     assert argv[:4] == ["jexec", "podman_limits", "/usr/bin/env", "-i"]
     assert "GREETING=hello" in argv
-    assert argv[argv.index("-c") + 1] == 'ulimit -H -n 4096 && ulimit -S -n 1024 && cd -- /tmp && exec "$@"'
+    assert argv[argv.index("-c") + 1] == '{ ulimit -S -n 1024 2>/dev/null || :; } && ulimit -H -n 4096 && ulimit -S -n 1024 && cd -- /tmp && exec "$@"'
     assert argv[-3:] == ["/bin/sh", "-c", "while :; do echo tick; sleep 1; done"]
     assert any("RLIMIT_NPROC" in u for u in spec.unapplied)
 

@@ -437,7 +437,10 @@ def jexec_argv(spec: JailSpec, argv: Sequence[str] | None = None, tools: Tools =
         soft, hard = proc.nofile
         h = "unlimited" if hard == RLIM_INFINITY else str(hard)
         s = "unlimited" if soft == RLIM_INFINITY else str(soft)
-        steps += [f"ulimit -H -n {h}", f"ulimit -S -n {s}"]
+        # soft first when it fits under the current hard limit (ignored if not), so
+        # lowering the hard limit never meets a larger soft one: FreeBSD clamps
+        # the soft limit there, Linux refuses (EINVAL). Found with the double's jexec.
+        steps += [f"{{ ulimit -S -n {s} 2>/dev/null || :; }}", f"ulimit -H -n {h}", f"ulimit -S -n {s}"]
     if proc.cwd is not None:
         steps.append(f"cd -- {shlex.quote(proc.cwd)}")
     if not steps:
