@@ -384,3 +384,32 @@ def test_user_regs_field_list_is_the_reference_linux_order() -> None:
     assert USER_REGS_FIELDS == (
         "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
         "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")
+
+
+# linuxulator.md 2-3: what a restorer injecting Linux calls would meet under the Linuxulator
+RESTORE_CALLS_REFUSED = [
+    ("prctl(PR_SET_MM, PR_SET_MM_MAP)", 157, (35, 14, 0, 0), 22),
+    ("arch_prctl(ARCH_MAP_VDSO_64)", 158, (0x2003, 0), 22),
+    ("rseq", 334, (0, 32, 0, 0), 78),
+    ("process_vm_writev (dummy)", 311, (1, 0, 0, 0, 0, 0), 78),
+    ("set_thread_area (unimplemented)", 205, (0,), 78),
+    ("mremap growing", 25, (0x1000, 4096, 8192, 0), 12),
+]
+
+
+def test_sc_remote_refuses_what_the_linuxulator_refuses(k: FreeBSDKernel, target: Target) -> None:
+    attached(k, target)
+    for what, nr, args, errno in RESTORE_CALLS_REFUSED:
+        assert signed32(sc_remote(k, target.pid, nr, *args)["sr_error"]) == errno, what
+    # clone3 with set_tid (how capture.restore keeps pids): ENOSYS; struct clone_args in the target
+    args = bytearray(88)  # struct clone_args (Linux): flags @0 ... set_tid @64, set_tid_size @72
+    struct.pack_into("<QQ", args, 64, 0x1000, 1)  # set_tid (refused before it is ever read), size 1
+    src = ctypes.create_string_buffer(bytes(args), 88)
+    assert io(k, target.pid, PIOD["PIOD_WRITE_D"], target.addr + 1024, ctypes.addressof(src), 88) == 88
+    assert sc_remote(k, target.pid, 435, target.addr + 1024, 88)["sr_error"] == 78
+    # what the FreeBSD module itself injects at dump time is allowed
+    assert sc_remote(k, target.pid, 157, 3)["sr_retval0"] == 1  # prctl(PR_GET_DUMPABLE)
+    assert [nr for nr, _ in k.refused] == [157, 158, 334, 311, 205, 25, 435]
+    call(k, "PT_DETACH", target.pid, 1, 0)
+    time.sleep(0.05)
+    assert target.proc.poll() is None

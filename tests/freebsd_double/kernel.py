@@ -43,7 +43,13 @@ What it emulates, and how (everything not in the reference is said here):
 * ``PT_SC_REMOTE`` runs the *Linux* system call (the target is a Linux
   binary, as under the Linuxulator) by injection, and queues a "stopped by
   SIGTRAP" status to be consumed with ``waitpid(WNOHANG)``; a Linux error is
-  returned in ``sr_error`` as the FreeBSD errno.
+  returned in ``sr_error`` as the FreeBSD errno. Calls the reference says
+  the Linuxulator refuses are refused *without running them*
+  (:func:`linuxulator_refusal`: its DUMMY/unimplemented calls and rseq ->
+  ENOSYS, prctl options outside linuxulator.md 3 and unlisted arch_prctl
+  codes -> EINVAL, a growing mremap -> ENOMEM, clone3 with set_tid,
+  CLONE_NEWTIME or CLONE_INTO_CGROUP -> ENOSYS); calls whose status the
+  reference does not give run as on Linux.
 
 What it refuses: requests the module does not need (``PT_READ_*``,
 ``PT_STEP``, ``PT_GETDBREGS``, ``PT_GETREGSET`` ...) fail with EINVAL and are
@@ -215,6 +221,7 @@ class FreeBSDKernel:
     def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
         self.procs: dict[int, _Proc] = {}
         self.calls: list[tuple[str, int]] = []
+        self.refused: list[tuple[int, int]] = []  # (Linux syscall, FreeBSD errno) refused like the Linuxulator
         self.on_change = on_change
         self._handlers: dict[int, Callable[[int, int, int], int]] = {
             PT["PT_ATTACH"]: self._attach, PT["PT_DETACH"]: self._detach, PT["PT_CONTINUE"]: self._continue,
@@ -554,6 +561,13 @@ class FreeBSDKernel:
         if nargs > 6:
             raise _fail(EINVAL, f"pscr_nargs {nargs} > 6 (Linux system calls take at most 6)")
         args = struct.unpack(f"<{nargs}Q", self._get(args_ptr, 8 * nargs)) if nargs else ()
+        refusal = linuxulator_refusal(p.pid, nr, args)
+        if refusal is not None:
+            out = SC_REMOTE.pack(0, 0, refusal, nr, nargs, args_ptr)
+            self._put(addr, out)
+            p.statuses.append(stopped_status(5))
+            self.refused.append((nr, refusal))
+            return 0
         if p.syscall_insn == 0:
             p.syscall_insn = li.find_syscall_insn(p.pid)
         # a fresh injector each time: it restores the registers the thread has *now*
@@ -566,6 +580,58 @@ class FreeBSDKernel:
         self._put(addr, out)
         p.statuses.append(stopped_status(5))  # FreeBSD SIGTRAP: the new stop, for waitpid(WNOHANG)
         return 0
+
+
+# --- the Linuxulator's system-call table, as far as linuxulator.md 2-3 states it ---------
+# Linux x86-64 numbers of the calls the reference lists as DUMMY (ENOSYS + log), unimplemented
+# (nosys) or always failing (rseq).
+LINUXULATOR_ENOSYS: Final[dict[int, str]] = {
+    205: "set_thread_area", 211: "get_thread_area", 219: "restart_syscall", 334: "rseq",
+    324: "membarrier", 434: "pidfd_open", 424: "pidfd_send_signal", 438: "pidfd_getfd", 437: "openat2",
+    425: "io_uring_setup", 426: "io_uring_enter", 427: "io_uring_register", 322: "execveat", 289: "signalfd4",
+    308: "setns", 272: "unshare", 155: "pivot_root", 310: "process_vm_readv", 311: "process_vm_writev",
+    312: "kcmp", 323: "userfaultfd", 325: "mlock2", 327: "preadv2", 328: "pwritev2", 329: "pkey_mprotect",
+    330: "pkey_alloc", 331: "pkey_free", 298: "perf_event_open", 321: "bpf", 254: "inotify_add_watch",
+    255: "inotify_rm_watch", 294: "inotify_init1", 300: "fanotify_init", 301: "fanotify_mark",
+    428: "open_tree", 429: "move_mount", 430: "fsopen", 431: "fsconfig", 432: "fsmount", 433: "fspick",
+    442: "mount_setattr", 444: "landlock_create_ruleset", 445: "landlock_add_rule",
+    446: "landlock_restrict_self", 449: "futex_waitv", 452: "fchmodat2", 154: "modify_ldt", 173: "ioperm",
+    206: "io_setup", 207: "io_destroy", 208: "io_getevents", 209: "io_submit", 210: "io_cancel",
+    240: "mq_open", 241: "mq_unlink", 242: "mq_timedsend", 243: "mq_timedreceive", 244: "mq_notify",
+    245: "mq_getsetattr", 187: "readahead", 453: "map_shadow_stack", 122: "setfsuid", 123: "setfsgid",
+    153: "vhangup", 159: "adjtimex", 305: "clock_adjtime",
+}
+#: prctl options the Linuxulator handles (linuxulator.md 3); every other option is EINVAL
+LINUXULATOR_PRCTL: Final = frozenset({1, 2, 3, 4, 7, 8, 15, 16, 38})
+#: arch_prctl codes it handles (linuxulator.md 2); anything else is EINVAL
+LINUXULATOR_ARCH_PRCTL: Final = frozenset({0x1001, 0x1002, 0x1003, 0x1004, 0x3001})
+ENOSYS_FB, ENOMEM_FB = 78, 12
+
+
+def linuxulator_refusal(pid: int, nr: int, args: tuple[int, ...]) -> int | None:
+    """The FreeBSD errno the Linuxulator answers Linux call *nr* with, when the
+    reference says it refuses it; None when the call runs (for real, on Linux).
+    Calls whose Linuxulator status the reference does not give run as on Linux."""
+    a = list(args) + [0] * 6
+    if nr in LINUXULATOR_ENOSYS:
+        return ENOSYS_FB
+    if nr == 157 and a[0] not in LINUXULATOR_PRCTL:  # prctl
+        return EINVAL
+    if nr == 158 and a[0] not in LINUXULATOR_ARCH_PRCTL:  # arch_prctl
+        return EINVAL
+    if nr == 25 and a[2] > a[1]:  # mremap: never grows (ENOMEM)
+        return ENOMEM_FB
+    if nr == 435:  # clone3: set_tid, CLONE_NEWTIME, CLONE_INTO_CGROUP -> ENOSYS
+        try:
+            raw = li.read_memory(pid, a[0], 88) if a[0] else b""
+        except PlatformError:
+            return EFAULT
+        if len(raw) >= 80:
+            flags = struct.unpack_from("<Q", raw, 0)[0]
+            set_tid, set_tid_size = struct.unpack_from("<QQ", raw, 64)
+            if set_tid or set_tid_size or flags & (0x80 | 0x2_0000_0000):
+                return ENOSYS_FB
+    return None
 
 
 def _fxsave_for_freebsd(area: bytes) -> bytes:
