@@ -29,7 +29,7 @@ from capture.dump import dump
 from capture.errors import CheckpointError
 from capture.images import read_image
 from capture.images.explore import explore
-from capture.platform.base import Platform
+from capture.platform.base import Platform, ThreadRegs
 from capture.platform.linux import LinuxPlatform
 from tests.freebsd_double.engine import EngineGate, FreeBSDWorld, freebsd_world
 from tests.programs.build import build_programs
@@ -303,3 +303,45 @@ def test_contract_same_stopped_process_through_both_modules(counter: Counter, wo
     os.kill(counter.pid, signal.SIGCONT)
     n = len(lines(counter.out))
     wait_lines(counter.out, n + 2)  # both dumps left it able to run on
+
+
+def test_rewind_in_place_through_the_freebsd_module(counter: Counter, world: FreeBSDWorld, tmp_path: Path) -> None:
+    """The restore-side calls of the FreeBSD module (PT_IO writes, PT_SETREGS, PT_SETFSBASE/
+    PT_SETGSBASE, PT_SETXSTATE) put a dumped state back into the same live process: the
+    counter goes on from the dumped value again. (A full restore through the FreeBSD module
+    does not exist: capture.restore creates processes with clone3 set_tid and sets the mm with
+    PR_SET_MM_MAP, both refused by the Linuxulator; see test_double_ptrace.)"""
+    pid = counter.pid
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(0.1)
+    images = tmp_path / "img"
+    dump(pid, images, leave_running=True, platform=EngineGate(world.platform))
+    last = first_field(lines(counter.out)[-1])
+    os.kill(pid, signal.SIGCONT)
+    moved = wait_lines(counter.out, len(lines(counter.out)) + 3)
+    assert first_field(moved[-1]) >= last + 3
+    plat = world.platform
+    core = read_image(images / f"core-{pid}.img").entries[0]
+    gp = core.thread_info.gpregs
+    vdso = [(int(v.start), int(v.end)) for v in read_image(images / f"mm-{pid}.img").entries[0].vmas
+            if v.status & VMA_AREA_VDSO]
+    plat.seize(pid)
+    plat.interrupt(pid)
+    try:
+        for addr, data in pages_of(images, pid).items():
+            if not any(lo <= addr < hi for lo, hi in vdso):
+                plat.write_memory(pid, addr, data)
+        plat.set_regs(pid, ThreadRegs(
+            r15=gp.r15, r14=gp.r14, r13=gp.r13, r12=gp.r12, rbp=gp.bp, rbx=gp.bx, r11=gp.r11, r10=gp.r10,
+            r9=gp.r9, r8=gp.r8, rax=gp.ax, rcx=gp.cx, rdx=gp.dx, rsi=gp.si, rdi=gp.di, orig_rax=U64,
+            rip=gp.ip, cs=gp.cs, eflags=gp.flags, rsp=gp.sp, ss=gp.ss, fs_base=gp.fs_base,
+            gs_base=gp.gs_base, ds=gp.ds, es=gp.es, fs=gp.fs, gs=gp.gs))
+        assert plat.get_regs(pid).rip == gp.ip and plat.get_regs(pid).fs_base == gp.fs_base
+        plat.set_xsave(pid, plat.get_xsave(pid))  # PT_SETXSTATE round trip
+    finally:
+        plat.release(pid)
+    used = {name for name, _ in world.kernel.calls}
+    assert {"PT_IO", "PT_SETREGS", "PT_SETFSBASE", "PT_SETGSBASE", "PT_SETXSTATE"} <= used
+    n = len(lines(counter.out))
+    got = [first_field(x) for x in wait_lines(counter.out, n + 3)[n:]]
+    assert got[:3] == [last + 1, last + 2, last + 3], "rewound to the dumped value"
