@@ -36,6 +36,7 @@ import logging
 import mmap
 import os
 import signal
+import stat
 import struct
 import time
 import uuid
@@ -306,6 +307,22 @@ def merge_runs(runs: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int
     return out
 
 
+DELETED = " (deleted)"
+#: largest unlinked file whose contents are dumped (CRIU's default --ghost-limit)
+GHOST_LIMIT = 1 << 20
+
+
+def _undeleted(path: str) -> str:
+    return path[: -len(DELETED)] if path.endswith(DELETED) else path
+
+
+def _stat(path: str, what: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as err:
+        raise CheckpointError(f"cannot stat {what} ({path}): {err.strerror}") from err
+
+
 def pack_cc(cc: Sequence[int]) -> list[int]:
     """termios c_cc as CRIU stores it: the 19 raw bytes packed little-endian into
     u32 words (CRIU memcpy()s between u8[19] and its u32 field), 19 words."""
@@ -396,6 +413,7 @@ class Dumper:
         self.pipe_data: dict[int, PipeData] = {}
         self.tty_infos: list[Any] = []
         self.seccomp_filters: list[Any] = []
+        self.ghosts: list[tuple[Any, bytes, Any]] = []  # (ghost_file_entry, contents, remap entry)
         self.seccomp_chains: dict[tuple[bytes, ...], int] = {}
         self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
         self.cg_sets: dict[tuple[CgroupMembership, ...], int] = {}
@@ -476,22 +494,17 @@ class Dumper:
         vmas = merge_vvar(self.p.read_maps(pid))
         self._check_vmas(pid, vmas)
         mm = self.p.mm_info(pid)
-        exe_st = self._stat_exe(pid, mm.exe)
         vma_file_ids: dict[int, int] = {}
-        exe_id = self._reg_file(mm.exe, 0, 0, exe_st[0], exe_st[1], key=("map", exe_st[2], exe_st[3], 0),
-                                elf=f"/proc/{pid}/exe")
+        exe_id = self._mapped_file(mm.exe, mm.exe_open_path or mm.exe, 0)
         for v in vmas:
             if v.kind is VmaKind.FILE:
                 rw = bool(v.flags & MAP_SHARED and v.prot & PROT_WRITE)
-                st = self._stat_path(pid, v)
-                vma_file_ids[v.start] = self._reg_file(
-                    v.path, O_RDWR if rw else 0, 0, st[0], st[1], key=("map", st[2], st[3], int(rw)),
-                    elf=f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}")
+                vma_file_ids[v.start] = self._mapped_file(v.path, v.open_path or v.path, O_RDWR if rw else 0)
         files_id = self.ids.next_kobj
         fdinfos = self._dump_fds(pid)
         fs = self.p.fs_info(pid)
-        cwd_id = self._reg_file(fs.cwd, 0, 0, self._stat_link(pid, "cwd"), None)
-        root_id = self._reg_file(fs.root, 0, 0, self._stat_link(pid, "root"), None)
+        cwd_id = self._reg_file(fs.cwd, 0, 0, _stat(fs.cwd_open_path or fs.cwd, "cwd").st_mode, None)
+        root_id = self._reg_file(fs.root, 0, 0, _stat(fs.root_open_path or fs.root, "root").st_mode, None)
         self._write_mm_and_pages(pid, mm, vmas, vma_file_ids, exe_id)
         self.out.write(f"fdinfo-{files_id}.img", fdinfos)
         fs_e = _pb("fs_pb2").fs_entry()
@@ -516,21 +529,39 @@ class Dumper:
         e.time_ns_id = self.ids.ns_id("time", ns.time)
         return e
 
-    def _stat_exe(self, pid: int, exe: str) -> tuple[int, int, int, int]:
-        return self._stat(f"/proc/{pid}/exe", exe)
+    def _mapped_file(self, path: str, open_path: str, flags: int) -> int:
+        """files.img id of a mapped file (the exe shares it with its mappings)."""
+        st = _stat(open_path, path)
+        key = ("map", st.st_dev, st.st_ino, flags)
+        if key in self.ids.files_by_key:
+            return self.ids.files_by_key[key]
+        fid = self._reg_file(_undeleted(path), flags, 0, st.st_mode, st.st_size, key=key, elf=open_path)
+        if path.endswith(DELETED):
+            self._ghost(fid, open_path, st)
+        return fid
 
-    def _stat_path(self, pid: int, v: Vma) -> tuple[int, int, int, int]:
-        return self._stat(f"/proc/{pid}/map_files/{v.start:x}-{v.end:x}", v.path)
-
-    def _stat(self, path: str, what: str) -> tuple[int, int, int, int]:
+    def _ghost(self, fid: int, open_path: str, st: os.stat_result) -> None:
+        """Record an unlinked file's contents (CRIU's remap-fpath + ghost-file images)."""
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"unlinked {open_path} is not a regular file (mode 0o{st.st_mode:o})")
+        if st.st_size > GHOST_LIMIT:
+            raise CheckpointError(f"unlinked file behind {open_path} has {st.st_size} bytes; ghost files above "
+                                  f"{GHOST_LIMIT} bytes are not dumped (as CRIU's --ghost-limit)")
         try:
-            st = os.stat(path)
+            with open(open_path, "rb") as f:
+                data = f.read(GHOST_LIMIT + 1)
         except OSError as err:
-            raise CheckpointError(f"cannot stat {what} ({path}): {err.strerror}") from err
-        return st.st_mode, st.st_size, st.st_dev, st.st_ino
-
-    def _stat_link(self, pid: int, which: str) -> int:
-        return self._stat(f"/proc/{pid}/{which}", which)[0]
+            raise CheckpointError(f"cannot read unlinked file behind {open_path}: {err.strerror}") from err
+        gid = len(self.ghosts) + 1
+        g = _pb("ghost_file_pb2").ghost_file_entry()
+        g.uid, g.gid, g.mode = st.st_uid, st.st_gid, st.st_mode
+        g.dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)  # kernel dev_t, as CRIU stores it
+        g.ino = st.st_ino
+        g.atim.tv_sec, g.atim.tv_usec = st.st_atime_ns // 10**9, st.st_atime_ns % 10**9 // 1000
+        g.mtim.tv_sec, g.mtim.tv_usec = st.st_mtime_ns // 10**9, st.st_mtime_ns % 10**9 // 1000
+        r = _pb("remap_file_path_pb2").remap_file_path_entry()
+        r.orig_id, r.remap_id, r.remap_type = fid, gid, _pb("remap_file_path_pb2").GHOST
+        self.ghosts.append((g, data, r))
 
     def _check_vmas(self, pid: int, vmas: Sequence[Vma]) -> None:
         for v in vmas:
@@ -538,9 +569,6 @@ class Dumper:
                 raise CheckpointError(
                     f"pid {pid}: mapping 0x{v.start:x}-0x{v.end:x} {v.path or '(anonymous)'} is "
                     f"{v.kind.value} memory, which this dumper cannot record yet")
-            if v.kind is VmaKind.FILE and v.path.endswith(" (deleted)"):
-                raise CheckpointError(f"pid {pid}: mapping 0x{v.start:x}-0x{v.end:x} is of an unlinked file "
-                                      f"({v.path}); ghost files are not dumped yet")
             if v.kind is VmaKind.ANON and v.flags & MAP_SHARED:
                 raise CheckpointError(f"pid {pid}: shared anonymous mapping 0x{v.start:x}-0x{v.end:x} "
                                       "is not supported")
@@ -586,9 +614,6 @@ class Dumper:
         if f.kind is FdKind.MEMFD or (f.kind is FdKind.TTY and f.tty is None):
             raise CheckpointError(f"pid {pid}: fd {f.fd} is a {f.kind.value} ({f.path}); dumping memfds and "
                                   "terminals other than pseudo-terminal slaves is not implemented")
-        if f.kind is FdKind.REG and f.path.endswith(" (deleted)"):
-            raise CheckpointError(f"pid {pid}: fd {f.fd} is an unlinked file ({f.path}); ghost files are "
-                                  "not dumped yet")
         shared = self._shared_with(pid, f)
         if shared is not None:
             return shared
@@ -598,10 +623,15 @@ class Dumper:
         fe.type = self._fd_type(f)
         if f.kind is FdKind.REG:
             r = fe.reg
-            r.id, r.flags, r.pos, r.name, r.mode = fid, f.flags, f.pos, f.path, f.mode
+            r.id, r.flags, r.pos, r.name, r.mode = fid, f.flags, f.pos, _undeleted(f.path), f.mode
             r.fown.CopyFrom(self._fown())
-            if (f.mode & 0o170000) == 0o100000 and f.flags & 0o3 == 0:
-                r.size = f.size  # CRIU records the size of read-only regular files
+            ghost = f.path.endswith(DELETED) and stat.S_ISREG(f.mode)
+            if stat.S_ISREG(f.mode) and (f.flags & 0o3 == 0 or ghost):
+                r.size = f.size  # CRIU records the size of read-only and of unlinked regular files
+            if ghost:
+                self._ghost(fid, f.open_path or f.path, _stat(f.open_path or f.path, f.path))
+            elif f.path.endswith(DELETED):
+                raise CheckpointError(f"pid {pid}: fd {f.fd} is an unlinked {f.path}, not a regular file")
         elif f.kind in (FdKind.PIPE, FdKind.FIFO):
             if f.kind is FdKind.FIFO:
                 raise CheckpointError(f"pid {pid}: fd {f.fd} is a named FIFO ({f.path}); not supported")
@@ -964,6 +994,10 @@ class Dumper:
                 entries.append(e)
                 payloads.append(pd.data)
             self.out.write("pipes-data.img", entries, payloads)
+        if self.ghosts:
+            for g, data, r in self.ghosts:
+                self.out.write(f"ghost-file-{r.remap_id}.img", [g], [data])
+            self.out.write("remap-fpath.img", [r for _, _, r in self.ghosts])
         if self.tty_infos:
             self.out.write("tty-info.img", self.tty_infos)
         sc = _pb("seccomp_pb2").seccomp_entry()

@@ -510,14 +510,34 @@ def test_runc_container_like_runc_checkpoint(busybox_rootfs: Path, tmp_path: Pat
         subprocess.run([runc, "delete", "-f", name], capture_output=True, timeout=60)
 
 
-def test_unlinked_file_and_shared_memory_are_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+def test_unlinked_file_is_dumped_as_ghost_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     victim = tmp_path / "gone.txt"
     code = (
-        f"import os, time\nf = open({str(victim)!r}, 'w')\nos.unlink({str(victim)!r})\n"
-        "print('ready', flush=True)\ntime.sleep(1000)\n"
+        f"import os, time\nf = open({str(victim)!r}, 'w')\nf.write('ghost data\\n' * 3)\nf.flush()\n"
+        f"os.unlink({str(victim)!r})\nprint('ready', flush=True)\ntime.sleep(1000)\n"
     )
     p = start(spawn, [sys.executable, "-c", code], wait_line=True)
-    with pytest.raises(CheckpointError, match="unlinked file"):
+    ours, theirs, _ = ours_then_criu(p.pid, tmp_path, tree=False)
+    crit_decodes_all(ours)
+    compare_with_criu(ours, theirs)
+    assert entries(ours / "remap-fpath.img") == entries(theirs / "remap-fpath.img")
+    ga, gb = read_image(ours / "ghost-file-1.img"), read_image(theirs / "ghost-file-1.img")
+    assert ga.extra[0] == gb.extra[0] == b"ghost data\n" * 3
+    ea: Any = ga.entries[0]
+    eb: Any = gb.entries[0]
+    assert (ea.uid, ea.gid, ea.mode, ea.dev, ea.ino, ea.mtim) == (eb.uid, eb.gid, eb.mode, eb.dev, eb.ino, eb.mtim)
+    reg = [f.reg for f in entries(ours / "files.img") if f.HasField("reg") and f.reg.name == str(victim)]
+    assert len(reg) == 1 and reg[0].size == 33 and reg[0].pos == 33
+
+
+def test_big_ghost_and_shared_memory_are_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    victim = tmp_path / "big.bin"
+    code = (
+        f"import os, time\nf = open({str(victim)!r}, 'wb')\nf.write(b'x' * (2 << 20))\nf.flush()\n"
+        f"os.unlink({str(victim)!r})\nprint('ready', flush=True)\ntime.sleep(1000)\n"
+    )
+    p = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    with pytest.raises(CheckpointError, match="ghost files above"):
         dump(p.pid, tmp_path / "a", leave_running=True)
     assert_running_untraced([p.pid])
     code = "import mmap, time\nm = mmap.mmap(-1, 1 << 20)\nm[0] = 1\nprint('ready', flush=True)\ntime.sleep(1000)\n"

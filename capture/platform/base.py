@@ -260,6 +260,9 @@ class MmInfo:
     dumpable: int
     exe: str
     thp_disabled: bool = False
+    #: a host path through which the executable can be opened/stat'ed even if
+    #: it is unlinked or in another mount namespace ("" = use ``exe``)
+    exe_open_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +280,7 @@ class Vma:
     ino: int
     kind: VmaKind
     madvise: int = 0  # CRIU's madv bitmask (1 << MADV_*) where known
+    open_path: str = ""  # host path to open/stat the mapped file ("" = use ``path``)
 
     @property
     def size(self) -> int:
@@ -345,6 +349,7 @@ class FdInfo:
     tty: TtyInfo | None = None
     # raw "key: value" lines the backend saw (eventfd count, inotify wds ...)
     extra: tuple[tuple[str, str], ...] = ()
+    open_path: str = ""  # host path to open/stat the same file ("" = use ``path``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +365,8 @@ class FsInfo:
     cwd: str
     root: str
     umask: int
+    cwd_open_path: str = ""  # host paths to stat cwd/root ("" = use ``cwd``/``root``)
+    root_open_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -610,8 +610,14 @@ class LinuxPlatform:
         return tuple(out)
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
+        import dataclasses
+
         flags = parse_smaps_vmflags(self._read(f"{pid}/smaps"))
-        return parse_maps(self._read(f"{pid}/maps"), flags)
+        mf = self.proc / str(pid) / "map_files"
+        return tuple(
+            dataclasses.replace(v, open_path=str(mf / f"{v.start:x}-{v.end:x}")) if v.kind is VmaKind.FILE else v
+            for v in parse_maps(self._read(f"{pid}/maps"), flags)
+        )
 
     def mm_info(self, pid: int) -> MmInfo:
         st = parse_stat(self._read(f"{pid}/stat"))
@@ -638,6 +644,7 @@ class LinuxPlatform:
             end_data=st.end_data, start_brk=st.start_brk, brk=brk, start_stack=st.start_stack,
             arg_start=st.arg_start, arg_end=st.arg_end, env_start=st.env_start, env_end=st.env_end,
             auxv=tuple(words), dumpable=dumpable, exe=self._readlink(f"{pid}/exe"),
+            exe_open_path=str(self.proc / str(pid) / "exe"),
             thp_disabled=thp,
         )
 
@@ -731,7 +738,7 @@ class LinuxPlatform:
                 fd=fd, kind=kind, path=link, pos=int(info.get("pos", "0")), flags=flags,
                 cloexec=cloexec, mode=mode, ino=st.st_ino, dev=st.st_dev, rdev=st.st_rdev,
                 size=st.st_size, mnt_id=int(info.get("mnt_id", "-1")), pipe_id=pipe_id,
-                socket=sock, tty=tty, extra=extra,
+                socket=sock, tty=tty, extra=extra, open_path=str(fd_dir / str(fd)),
             ))
         return tuple(out)
 
@@ -775,7 +782,9 @@ class LinuxPlatform:
     def fs_info(self, pid: int) -> FsInfo:
         status = parse_status(self._read(f"{pid}/status"))
         return FsInfo(cwd=self._readlink(f"{pid}/cwd"), root=self._readlink(f"{pid}/root"),
-                      umask=_status_int(status, "Umask", 8, 0o22))
+                      umask=_status_int(status, "Umask", 8, 0o22),
+                      cwd_open_path=str(self.proc / str(pid) / "cwd"),
+                      root_open_path=str(self.proc / str(pid) / "root"))
 
     def creds(self, pid: int) -> Creds:
         return creds_from_status(parse_status(self._read(f"{pid}/status")))
