@@ -110,7 +110,7 @@ def world(tmp_path: Path, counter: Counter) -> Iterator[FreeBSDWorld]:
 
 
 def platform_for(kind: str, world: FreeBSDWorld) -> Platform:
-    return LinuxPlatform() if kind == "linux" else EngineGate(world.platform)  # type: ignore[return-value]
+    return LinuxPlatform() if kind == "linux" else EngineGate(world.platform)
 
 
 def test_engine_refuses_the_ungated_module_and_leaves_the_process_alone(
@@ -321,10 +321,10 @@ def test_rewind_in_place_through_the_freebsd_module(counter: Counter, world: Fre
     moved = wait_lines(counter.out, len(lines(counter.out)) + 3)
     assert first_field(moved[-1]) >= last + 3
     plat = world.platform
-    core = read_image(images / f"core-{pid}.img").entries[0]
+    core: Any = read_image(images / f"core-{pid}.img").entries[0]
     gp = core.thread_info.gpregs
-    vdso = [(int(v.start), int(v.end)) for v in read_image(images / f"mm-{pid}.img").entries[0].vmas
-            if v.status & VMA_AREA_VDSO]
+    mm: Any = read_image(images / f"mm-{pid}.img").entries[0]
+    vdso = [(int(v.start), int(v.end)) for v in mm.vmas if v.status & VMA_AREA_VDSO]
     plat.seize(pid)
     plat.interrupt(pid)
     try:

@@ -300,7 +300,7 @@ def test_pt_io_reads_writes_and_partial_transfers(k: FreeBSDKernel, target: Targ
 
 
 def vm_entries(k: FreeBSDKernel, pid: int, bufsize: int = 4096) -> list[tuple[dict[str, int], str]]:
-    out = []
+    out: list[tuple[dict[str, int], str]] = []
     entry = 0
     path = ctypes.create_string_buffer(bufsize)
     while True:
@@ -322,12 +322,12 @@ def test_vm_entry_walk_is_inclusive_and_matches_proc_maps(k: FreeBSDKernel, targ
     real = [m for m in li.read_maps(target.pid) if m.path != "[vsyscall]"]
     assert [(e["pve_start"], e["pve_end"] + 1) for e, _ in entries] == [(m.start, m.end) for m in real]
     assert len({e["pve_timestamp"] for e, _ in entries}) == 1
-    for (e, path), m in zip(entries, real):
-        assert path == (m.path if m.path.startswith("/") and not m.path.endswith(" (deleted)") else "")
+    for (e, name), m in zip(entries, real):
+        assert name == (m.path if m.path.startswith("/") and not m.path.endswith(" (deleted)") else "")
         assert e["pve_prot"] == (("r" in m.perms) * 1 | ("w" in m.perms) * 2 | ("x" in m.perms) * 4)
-        if path:
-            assert e["pve_offset"] == m.offset and e["pve_pathlen"] == len(path) + 1
-            assert e["pve_fileid"] == os.stat(path).st_ino
+        if name:
+            assert e["pve_offset"] == m.offset and e["pve_pathlen"] == len(name) + 1
+            assert e["pve_fileid"] == os.stat(name).st_ino
     mine = next(e for e, _ in entries if e["pve_start"] == target.addr)
     assert mine["pve_end"] == target.addr + 2 * PAGE - 1  # inclusive end, third page unmapped
     # a path buffer too small: ENAMETOOLONG, pve_pathlen tells the size needed
@@ -335,9 +335,9 @@ def test_vm_entry_walk_is_inclusive_and_matches_proc_maps(k: FreeBSDKernel, targ
     path = ctypes.create_string_buffer(4)
     raw = ctypes.create_string_buffer(bytes(pack(VM_ENTRY, VM_ENTRY_SIZE, pve_entry=first_file, pve_pathlen=4,
                                                  pve_path=ctypes.addressof(path))), VM_ENTRY_SIZE)
-    with pytest.raises(FreeBSDError) as e:
+    with pytest.raises(FreeBSDError) as too_small:
         call(k, "PT_VM_ENTRY", target.pid, ctypes.addressof(raw))
-    assert e.value.errno == 63  # FreeBSD ENAMETOOLONG (Linux 36)
+    assert too_small.value.errno == 63  # FreeBSD ENAMETOOLONG (Linux 36)
     assert unpack(VM_ENTRY, raw.raw)["pve_pathlen"] == len(entries[first_file][1]) + 1
     call(k, "PT_DETACH", target.pid, 1, 0)
 
@@ -399,8 +399,8 @@ RESTORE_CALLS_REFUSED = [
 
 def test_sc_remote_refuses_what_the_linuxulator_refuses(k: FreeBSDKernel, target: Target) -> None:
     attached(k, target)
-    for what, nr, args, errno in RESTORE_CALLS_REFUSED:
-        assert signed32(sc_remote(k, target.pid, nr, *args)["sr_error"]) == errno, what
+    for what, nr, call_args, errno in RESTORE_CALLS_REFUSED:
+        assert signed32(sc_remote(k, target.pid, nr, *call_args)["sr_error"]) == errno, what
     # clone3 with set_tid (how capture.restore keeps pids): ENOSYS; struct clone_args in the target
     args = bytearray(88)  # struct clone_args (Linux): flags @0 ... set_tid @64, set_tid_size @72
     struct.pack_into("<QQ", args, 64, 0x1000, 1)  # set_tid (refused before it is ever read), size 1

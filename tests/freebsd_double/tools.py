@@ -240,8 +240,8 @@ class FreeBSDTools:
         except OSError as err:
             return _res(argv, 1, "", f"jexec: execvp: {argv[2]}: {err.strerror}\n")
         j.procs.append(proc)
-        out, err = proc.communicate(input.encode() if input is not None else None, timeout=60)
-        return _res(argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        stdout, stderr = proc.communicate(input.encode() if input is not None else None, timeout=60)
+        return _res(argv, proc.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
     def spawn_in(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start *argv* as a process of jail *name* without waiting (counts in rctl -u)."""
