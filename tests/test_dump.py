@@ -567,3 +567,47 @@ def test_threads_coming_and_going(spawn: list[subprocess.Popen[bytes]], tmp_path
         assert res.threads >= 1
         assert len(entries(tmp_path / f"d{i}" / "pstree.img")[0].threads) == res.threads
         assert_running_untraced([p.pid])
+
+
+MT_COUNTER_PY = r"""
+import sys, threading, time
+path = sys.argv[1]
+ticks = [0]
+def worker():
+    while True:
+        ticks[0] += 1
+        time.sleep(0.01)
+for _ in range(3):
+    threading.Thread(target=worker, daemon=True).start()
+i = 0
+while True:
+    i += 1
+    with open(path + ".tmp", "w") as f:
+        f.write(str(i))
+    import os
+    os.replace(path + ".tmp", path)
+    time.sleep(0.1)
+"""
+
+
+def test_criu_restores_our_threaded_python_dump(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    require("criu")
+    counter = tmp_path / "count"
+    p = start(spawn, [sys.executable, "-c", MT_COUNTER_PY, str(counter)])
+    time.sleep(0.5)
+    res = dump(p.pid, tmp_path / "d")
+    assert res.threads == 4
+    last = read_counter(counter)
+    wait_gone(res.pids)
+    try:
+        r = criu("restore", "-D", str(tmp_path / "d"), "-d", "-o", "restore.log", check=False)
+        assert r.returncode == 0, (tmp_path / "d" / "restore.log").read_text()[-3000:]
+        time.sleep(0.6)
+        assert last < read_counter(counter) < last + 20
+        assert len(os.listdir(f"/proc/{p.pid}/task")) == 4
+    finally:
+        try:
+            os.kill(p.pid, 9)
+        except ProcessLookupError:
+            pass
+    wait_gone([p.pid])
