@@ -8,9 +8,18 @@ them, reads everything the restore needs and writes an image set that CRIU
 ``inventory.img``, ``pstree.img``, per process ``core-TID.img`` (one per
 thread), ``mm-PID.img``, ``pagemap-PID.img`` + ``pages-N.img``,
 ``fdinfo-N.img``, ``fs-PID.img``, ``ids-PID.img``; shared ``files.img``,
-``pipes-data.img`` (when a pipe holds data), ``seccomp.img``,
+``pipes-data.img`` (one entry per pipe), ``seccomp.img`` (filter chains),
 ``timens-0.img``, ``utsns-N.img`` (when the tree has its own UTS namespace),
-``cgroup.img`` (when the tree is not in the dumper's cgroups).
+``cgroup.img`` (when the tree is not in the dumper's cgroups),
+``tty-info.img`` (pty slaves, recorded as ``criu --shell-job`` does),
+``remap-fpath.img`` + ``ghost-file-N.img`` (unlinked files up to 1 MiB).
+Zombies get a TASK_DEAD core; a tree in its own pid namespace is recorded
+with the namespace's pids (file names, pstree), as CRIU does.
+
+What is recorded but not restorable by CRIU from our images: unix socket
+peers (not looked up; sockets are records only), cgroup controller
+properties (only the cgroup sets are written), mount/net/ipc namespaces of
+a container (only their ids; ``utsns`` is written).
 
 Every image is written through :mod:`capture.images`; pages are read with
 large vectored reads (``process_vm_readv``) into small cache-resident buffers
