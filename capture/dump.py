@@ -32,8 +32,7 @@ this dump wrote, and raises :class:`capture.errors.CheckpointError`.
 
 Refuses (CheckpointError naming pid, fd/address and kind): shared anonymous
 or SysV memory, descriptor kinds it cannot record (terminals other than pty
-slaves, memfds, named FIFOs, epoll/signalfd/inotify/timerfd), pending
-signals, POSIX timers, CET shadow stacks, nested pid namespaces, a session
+slaves, memfds, named FIFOs, epoll/signalfd/inotify/timerfd), POSIX timers, CET shadow stacks, nested pid namespaces, a session
 leader outside the tree's pid namespace, non-x86_64 tasks.
 """
 
@@ -494,9 +493,6 @@ class Dumper:
     def dump_process(self, pid: int, info: ProcessInfo, tids: Sequence[int], own_ns: NamespaceIds) -> None:
         if info.state in ("Z", "X"):
             raise CheckpointError(f"pid {pid} is a zombie (state {info.state}); cannot dump it")
-        if info.shared_pending:
-            raise CheckpointError(f"pid {pid}: signals 0x{info.shared_pending:x} are pending for the process; "
-                                  "dumping pending signals is not implemented")
         if info.posix_timers:
             raise CheckpointError(f"pid {pid}: {info.posix_timers} POSIX timer(s) (timer_create); "
                                   "dumping them is not implemented")
@@ -873,9 +869,11 @@ class Dumper:
         extras = self.p.task_extras(pid, leader)
         for tid in tids:
             ti = self.p.thread_info(pid, tid)
-            if ti.sigpending:
-                raise CheckpointError(f"pid {pid} tid {tid}: pending signals 0x{ti.sigpending:x}; "
-                                      "dumping pending signals is not implemented")
+            if ti.sigpending and not ti.pending_siginfo:
+                raise CheckpointError(f"pid {pid} tid {tid}: pending signals 0x{ti.sigpending:x} cannot be read")
+            if tid == leader and info.shared_pending and not ti.shared_siginfo:
+                raise CheckpointError(f"pid {pid}: process-wide pending signals 0x{info.shared_pending:x} "
+                                      "cannot be read")
             if ti.shadow_stack:
                 raise CheckpointError(f"pid {pid} tid {tid}: a CET shadow stack is enabled; not supported")
             if ti.seccomp_mode == 2 and not ti.seccomp_filters:
@@ -916,6 +914,8 @@ class Dumper:
             sas = self.p.sigaltstack(tid)
             th.sas.ss_sp, th.sas.ss_size, th.sas.ss_flags = sas.ss_sp, sas.ss_size, sas.ss_flags
             th.signals_p.SetInParent()
+            for raw in ti.pending_siginfo:
+                th.signals_p.signals.add().siginfo = raw
             cr = info.creds
             ce = th.creds
             ce.uid, ce.gid, ce.euid, ce.egid = cr.uid, cr.gid, cr.euid, cr.egid
@@ -955,6 +955,8 @@ class Dumper:
                     r = tc.rlimits.rlimits.add()
                     r.cur, r.max = rl.cur, rl.max
                 tc.signals_s.SetInParent()
+                for raw in ti.shared_siginfo:
+                    tc.signals_s.signals.add().siginfo = raw
                 tc.loginuid = info.loginuid
                 tc.oom_score_adj = info.oom_score_adj
                 for sa in sigacts:

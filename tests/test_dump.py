@@ -379,9 +379,9 @@ def test_session_leader_outside_pid_namespace_is_refused(spawn: list[subprocess.
     kill_tree(p.pid)
 
 
-def test_posix_timer_and_pending_signal_are_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+def test_posix_timer_is_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     code = (
-        "import ctypes, signal, os, time\n"
+        "import ctypes, time\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "tid = ctypes.c_void_p()\n"
         "assert libc.timer_create(1, None, ctypes.byref(tid)) == 0\n"
@@ -392,17 +392,26 @@ def test_posix_timer_and_pending_signal_are_refused(spawn: list[subprocess.Popen
     with pytest.raises(CheckpointError, match="POSIX timer"):
         dump(p.pid, tmp_path / "a", leave_running=True)
     assert_running_untraced([p.pid])
+
+
+def test_pending_signals_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     code = (
-        "import signal, os, time\n"
-        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])\n"
-        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "import signal, os, threading, time\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGUSR2])\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"  # process-wide queue
+        "signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)\n"  # the thread's own queue
         "print('ready', flush=True)\n"
         "time.sleep(1000)\n"
     )
-    q = start(spawn, [sys.executable, "-c", code], wait_line=True)
-    with pytest.raises(CheckpointError, match="pending"):
-        dump(q.pid, tmp_path / "b", leave_running=True)
-    assert_running_untraced([q.pid])
+    p = start(spawn, [sys.executable, "-c", code], wait_line=True)
+    ours, theirs, _ = ours_then_criu(p.pid, tmp_path, tree=False)
+    a, b = entries(ours / f"core-{p.pid}.img")[0], entries(theirs / f"core-{p.pid}.img")[0]
+    assert len(a.tc.signals_s.signals) == 1 and len(a.thread_core.signals_p.signals) == 1
+    assert a.tc.signals_s == b.tc.signals_s and a.thread_core.signals_p == b.thread_core.signals_p
+    assert a.tc.blk_sigset == b.tc.blk_sigset == (1 << 9) | (1 << 11)
+    # the signals are still pending in the running process (peeking consumed nothing)
+    status = Path(f"/proc/{p.pid}/status").read_text()
+    assert "ShdPnd:\t0000000000000800" in status and "SigPnd:\t0000000000000200" in status
 
 
 def test_pty_stdio_like_criu_shell_job(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:

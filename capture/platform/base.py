@@ -199,6 +199,11 @@ class ThreadInfo:
     #: filter chain, first installed first. Only read while the thread
     #: is stopped under our ptrace; empty otherwise or without filters.
     seccomp_filters: tuple[bytes, ...] = ()
+    #: queued signals (raw 128-byte Linux siginfo_t each), read like the
+    #: filters only while the thread is stopped under our ptrace: the
+    #: thread's own queue and the process-wide (shared) queue
+    pending_siginfo: tuple[bytes, ...] = ()
+    shared_siginfo: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

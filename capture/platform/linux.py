@@ -82,6 +82,7 @@ PTRACE_SEIZE: Final = 0x4206
 PTRACE_INTERRUPT: Final = 0x4207
 PTRACE_GET_RSEQ_CONFIGURATION: Final = 0x420F
 PTRACE_SECCOMP_GET_FILTER: Final = 0x420C
+PTRACE_PEEKSIGINFO: Final = 0x4209
 PTRACE_EVENT_STOP: Final = 128
 NT_X86_XSTATE: Final = 0x202
 WALL: Final = 0x40000000
@@ -587,7 +588,27 @@ class LinuxPlatform:
             vtid=_ns_last(status, "NSpid"),
             shadow_stack="shstk" in status.get("x86_Thread_features", "").split(),
             seccomp_filters=self._seccomp_filters(tid) if _status_int(status, "Seccomp", 10, 0) == 2 else (),
+            pending_siginfo=self._peek_siginfo(tid, False) if _status_int(status, "SigPnd", 16, 0) else (),
+            shared_siginfo=self._peek_siginfo(tid, True) if _status_int(status, "ShdPnd", 16, 0) else (),
         )
+
+    def _peek_siginfo(self, tid: int, shared: bool) -> tuple[bytes, ...]:
+        """PTRACE_PEEKSIGINFO: the queued siginfo_t's (empty unless we hold tid stopped)."""
+        out: list[bytes] = []
+        batch = 32
+        buf = ctypes.create_string_buffer(128 * batch)
+        while True:
+            args = struct.pack("<QIi", len(out), 1 if shared else 0, batch)  # off, flags, nr
+            cargs = ctypes.create_string_buffer(args, len(args))
+            try:
+                n = _ptrace(PTRACE_PEEKSIGINFO, tid, ctypes.addressof(cargs), ctypes.addressof(buf))
+            except PlatformError as err:
+                if err.errno in (errno_mod.ESRCH, errno_mod.EPERM, errno_mod.EACCES) and not out:
+                    return ()
+                raise
+            out.extend(buf.raw[i * 128 : (i + 1) * 128] for i in range(n))
+            if n < batch:
+                return tuple(out)
 
     def _seccomp_filters(self, tid: int) -> tuple[bytes, ...]:
         """PTRACE_SECCOMP_GET_FILTER for index 0 (the first installed), 1, ...
