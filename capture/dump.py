@@ -32,7 +32,7 @@ this dump wrote, and raises :class:`capture.errors.CheckpointError`.
 
 Refuses (CheckpointError naming pid, fd/address and kind): shared anonymous
 or SysV memory, descriptor kinds it cannot record (terminals other than pty
-slaves, memfds, named FIFOs, epoll/signalfd/inotify/timerfd), POSIX timers, CET shadow stacks, nested pid namespaces, a session
+slaves, memfds, named FIFOs, epoll/signalfd/inotify/timerfd), CET shadow stacks, nested pid namespaces, a session
 leader outside the tree's pid namespace, non-x86_64 tasks.
 """
 
@@ -493,9 +493,6 @@ class Dumper:
     def dump_process(self, pid: int, info: ProcessInfo, tids: Sequence[int], own_ns: NamespaceIds) -> None:
         if info.state in ("Z", "X"):
             raise CheckpointError(f"pid {pid} is a zombie (state {info.state}); cannot dump it")
-        if info.posix_timers:
-            raise CheckpointError(f"pid {pid}: {info.posix_timers} POSIX timer(s) (timer_create); "
-                                  "dumping them is not implemented")
         vmas = merge_vvar(self.p.read_maps(pid))
         self._check_vmas(pid, vmas)
         mm = self.p.mm_info(pid)
@@ -951,6 +948,16 @@ class Dumper:
                 for name, it in zip(("real", "virt", "prof"), extras.itimers):
                     te = getattr(tc.timers, name)
                     te.isec, te.iusec, te.vsec, te.vusec = it.isec, it.iusec, it.vsec, it.vusec
+                if len(extras.posix_timers) != info.posix_timers:
+                    raise CheckpointError(f"pid {pid}: {info.posix_timers} POSIX timers, read "
+                                          f"{len(extras.posix_timers)}")
+                for pt in extras.posix_timers:
+                    pe = tc.timers.posix.add()
+                    pe.it_id, pe.clock_id, pe.si_signo = pt.it_id, pt.clock_id, pt.signo
+                    pe.it_sigev_notify, pe.sival_ptr, pe.overrun = pt.sigev_notify, pt.sival_ptr, pt.overrun
+                    pe.isec, pe.insec, pe.vsec, pe.vnsec = pt.isec, pt.insec, pt.vsec, pt.vnsec
+                    if pt.sigev_notify & 4:  # SIGEV_THREAD_ID
+                        pe.notify_thread_id = self.v(pt.notify_tid)
                 for rl in info.rlimits:
                     r = tc.rlimits.rlimits.add()
                     r.cur, r.max = rl.cur, rl.max

@@ -379,19 +379,26 @@ def test_session_leader_outside_pid_namespace_is_refused(spawn: list[subprocess.
     kill_tree(p.pid)
 
 
-def test_posix_timer_is_refused(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+def test_posix_timers_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
     code = (
-        "import ctypes, time\n"
+        "import ctypes, signal, struct, time\n"
+        "signal.signal(signal.SIGALRM, lambda *a: None)\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
-        "tid = ctypes.c_void_p()\n"
-        "assert libc.timer_create(1, None, ctypes.byref(tid)) == 0\n"
+        "t1, t2 = ctypes.c_void_p(), ctypes.c_void_p()\n"
+        "assert libc.timer_create(1, None, ctypes.byref(t1)) == 0\n"
+        "assert libc.timer_settime(t1, 0, ctypes.c_char_p(struct.pack('<qqqq', 5, 0, 100, 0)), None) == 0\n"
+        "assert libc.timer_create(0, None, ctypes.byref(t2)) == 0\n"
         "print('ready', flush=True)\n"
         "time.sleep(1000)\n"
     )
     p = start(spawn, [sys.executable, "-c", code], wait_line=True)
-    with pytest.raises(CheckpointError, match="POSIX timer"):
-        dump(p.pid, tmp_path / "a", leave_running=True)
-    assert_running_untraced([p.pid])
+    ours, theirs, _ = ours_then_criu(p.pid, tmp_path, tree=False)
+    a = list(entries(ours / f"core-{p.pid}.img")[0].tc.timers.posix)
+    b = list(entries(theirs / f"core-{p.pid}.img")[0].tc.timers.posix)
+    assert [(t.it_id, t.clock_id, t.si_signo, t.it_sigev_notify, t.isec, t.insec) for t in a] == [
+        (t.it_id, t.clock_id, t.si_signo, t.it_sigev_notify, t.isec, t.insec) for t in b] == [
+        (0, 1, 14, 0, 5, 0), (1, 0, 14, 0, 0, 0)]
+    assert 98 <= a[0].vsec <= 100 and a[1].vsec == a[1].vnsec == 0  # armed / disarmed
 
 
 def test_pending_signals_like_criu(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:

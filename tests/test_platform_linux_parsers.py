@@ -25,6 +25,7 @@ from capture.platform.linux import (
     parse_net_unix,
     parse_smaps_vmflags,
     parse_stat,
+    parse_timers,
     parse_status,
     present_runs_from_pagemap,
 )
@@ -173,3 +174,15 @@ def test_pagemap_runs_refuses_partial_entry() -> None:
 def test_missing_process_is_a_platform_error(plat: LinuxPlatform) -> None:
     with pytest.raises(PlatformError, match="cannot read"):
         plat.process_info(999999)
+
+
+def test_timers() -> None:
+    text = (
+        "ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.18287\nClockID: 0\n"
+        "ID: 0\nsignal: 10/00007f0000001000\nnotify: thread/tid.18290\nClockID: 1\n"
+    )
+    t1, t0 = parse_timers(text)
+    assert (t1.it_id, t1.clock_id, t1.signo, t1.sigev_notify, t1.notify_tid) == (1, 0, 14, 0, 18287)
+    assert (t0.it_id, t0.sival_ptr, t0.sigev_notify, t0.notify_tid) == (0, 0x7F0000001000, 2 | 4, 18290)
+    with pytest.raises(PlatformError, match="unknown notify"):
+        parse_timers("ID: 0\nsignal: 1/0\nnotify: bogus/pid.1\nClockID: 0\n")

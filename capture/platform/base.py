@@ -434,6 +434,23 @@ class ITimer:
 
 
 @dataclass(frozen=True, slots=True)
+class PosixTimer:
+    """One timer_create() timer: identity, notification and current setting."""
+
+    it_id: int
+    clock_id: int
+    signo: int
+    sigev_notify: int  # Linux SIGEV_* (| SIGEV_THREAD_ID 4)
+    sival_ptr: int
+    notify_tid: int  # target thread for SIGEV_THREAD_ID, else the process
+    overrun: int
+    isec: int  # interval
+    insec: int
+    vsec: int  # time to next expiry
+    vnsec: int
+
+
+@dataclass(frozen=True, slots=True)
 class TaskExtras:
     """Per-process state only the task itself can report (read by injection)."""
 
@@ -442,6 +459,7 @@ class TaskExtras:
     thp_disabled: bool
     child_subreaper: bool
     itimers: tuple[ITimer, ITimer, ITimer]  # real, virtual, prof
+    posix_timers: tuple[PosixTimer, ...] = ()  # by it_id
 
 
 @dataclass(frozen=True, slots=True)

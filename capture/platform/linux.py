@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno as errno_mod
 import os
 import re
@@ -54,6 +55,7 @@ from capture.platform.base import (
     MmInfo,
     NamespaceIds,
     PipeData,
+    PosixTimer,
     ProcessInfo,
     Rlimit,
     Rseq,
@@ -115,6 +117,8 @@ SYS_SIGALTSTACK: Final = 131
 SYS_PRCTL: Final = 157
 SYS_GET_ROBUST_LIST: Final = 274
 SYS_TGKILL: Final = 234
+SYS_TIMER_GETTIME: Final = 224
+SYS_TIMER_GETOVERRUN: Final = 225
 PR_GET_DUMPABLE: Final = 3
 PR_GET_SECUREBITS: Final = 27
 SYS_KCMP: Final = 312
@@ -410,6 +414,39 @@ def parse_fdinfo(text: str) -> dict[str, str]:
     return parse_status(text)
 
 
+def parse_timers(text: str) -> list[PosixTimer]:
+    """/proc/PID/timers -> timers (identity and notification; times are zero)."""
+    out: list[PosixTimer] = []
+    cur: dict[str, str] = {}
+
+    def flush() -> None:
+        if not cur:
+            return
+        signo, _, sival = cur["signal"].partition("/")
+        how, _, target = cur["notify"].partition("/")
+        notify = {"signal": 0, "none": 1, "thread": 2}.get(how)
+        if notify is None:
+            raise PlatformError(f"/proc timers: unknown notify {cur['notify']!r}")
+        kind, _, who = target.partition(".")
+        if kind == "tid":
+            notify |= 4
+        out.append(PosixTimer(
+            it_id=int(cur["ID"]), clock_id=int(cur["ClockID"]), signo=int(signo), sigev_notify=notify,
+            sival_ptr=int(sival, 16), notify_tid=int(who or 0), overrun=0, isec=0, insec=0, vsec=0, vnsec=0,
+        ))
+        cur.clear()
+
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if key == "ID":
+            flush()
+        cur[key.strip()] = value.strip()
+    flush()
+    return out
+
+
 def parse_net_unix(text: str) -> dict[int, tuple[int, int, str]]:
     """/proc/net/unix -> {inode: (type, state, path)}."""
     out: dict[int, tuple[int, int, str]] = {}
@@ -548,7 +585,7 @@ class LinuxPlatform:
             return self._readlink(rel)
 
         try:
-            timers = self._read(f"{pid}/timers").count("ID:")
+            timers = sum(1 for ln in self._read(f"{pid}/timers").splitlines() if ln.startswith("ID:"))
         except PlatformError:
             timers = 0
         try:
@@ -1159,7 +1196,19 @@ class LinuxPlatform:
             raise PlatformError(f"prctl(PR_GET_CHILD_SUBREAPER) in pid {pid} failed", errno=-r)
         self.read_memory_into(pid, [(addr, 4)], memoryview(raw)[:4])
         subreaper = struct.unpack("<i", raw[:4])[0] != 0
+        ptimers = []
+        for t in parse_timers(self._read(f"{pid}/timers")):
+            r = self._inject_syscall(pid, tid, SYS_TIMER_GETTIME, t.it_id, addr)
+            if r < 0:
+                raise PlatformError(f"timer_gettime({t.it_id}) in pid {pid} failed", errno=-r)
+            self.read_memory_into(pid, [(addr, 32)], memoryview(raw))
+            isec, insec, vsec, vnsec = struct.unpack("<qqqq", raw)
+            over = self._inject_syscall(pid, tid, SYS_TIMER_GETOVERRUN, t.it_id)
+            if over < 0:
+                raise PlatformError(f"timer_getoverrun({t.it_id}) in pid {pid} failed", errno=-over)
+            ptimers.append(dataclasses.replace(t, overrun=over, isec=isec, insec=insec, vsec=vsec, vnsec=vnsec))
         return TaskExtras(
+            posix_timers=tuple(sorted(ptimers, key=lambda t: t.it_id)),
             securebits=self._prctl_value(pid, tid, PR_GET_SECUREBITS),
             dumpable=self._prctl_value(pid, tid, PR_GET_DUMPABLE),
             thp_disabled=self._prctl_value(pid, tid, PR_GET_THP_DISABLE) != 0,
