@@ -121,7 +121,7 @@ def test_status_and_fds(plat: LinuxPlatform) -> None:
 
 
 def test_net_tables() -> None:
-    unix = parse_net_unix((DATA / "net" / "unix").read_text())
+    unix = parse_net_unix((DATA / str(PID) / "net" / "unix").read_text())
     assert unix[1129] == (1, 3, "")
     tcp = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"

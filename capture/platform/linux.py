@@ -706,16 +706,17 @@ class LinuxPlatform:
             thp_disabled=thp,
         )
 
-    def _socket_table(self) -> tuple[dict[int, tuple[int, int, str]], dict[int, tuple[int, str, str, int, int]]]:
+    def _socket_table(self, pid: int) -> tuple[dict[int, tuple[int, int, str]], dict[int, tuple[int, str, str, int, int]]]:
+        """Socket tables of *pid*'s network namespace (/proc/PID/net/...)."""
         unix: dict[int, tuple[int, int, str]] = {}
         inet: dict[int, tuple[int, str, str, int, int]] = {}
         try:
-            unix = parse_net_unix(self._read("net/unix"))
+            unix = parse_net_unix(self._read(f"{pid}/net/unix"))
         except PlatformError:
             pass
         for name, fam, typ, proto in (("tcp", 2, 1, 6), ("tcp6", 10, 1, 6), ("udp", 2, 2, 17), ("udp6", 10, 2, 17)):
             try:
-                for ino, (loc, rem, state) in parse_net_inet(self._read(f"net/{name}")).items():
+                for ino, (loc, rem, state) in parse_net_inet(self._read(f"{pid}/net/{name}")).items():
                     inet[ino] = (fam, loc, rem, state, typ * 256 + proto)
             except PlatformError:
                 pass
@@ -764,7 +765,7 @@ class LinuxPlatform:
                     pipe_id = st.st_ino
             elif stat.S_ISSOCK(mode):
                 if tables is None:
-                    tables = self._socket_table()
+                    tables = self._socket_table(pid)
                 unix, inet = tables
                 ino = st.st_ino
                 if ino in unix:
