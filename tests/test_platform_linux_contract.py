@@ -159,6 +159,18 @@ def test_features_tell_the_truth(child: tuple[int, int, int, int, int, int]) -> 
     assert plat.cgroups(pid) == plat.cgroups(os.getpid())
 
 
+def test_unix_socketpair_peers() -> None:
+    a, b = socket.socketpair()
+    try:
+        fds = {f.fd: f for f in get_platform().list_fds(os.getpid())}
+        sa, sb = fds[a.fileno()].socket, fds[b.fileno()].socket
+        assert sa is not None and sb is not None
+        assert sa.peer_ino == os.fstat(b.fileno()).st_ino and sb.peer_ino == os.fstat(a.fileno()).st_ino
+    finally:
+        a.close()
+        b.close()
+
+
 def test_same_open_file(child: tuple[int, int, int, int, int, int]) -> None:
     pid, _addr, wfd, tcp_fd, _u, _p = child
     plat = get_platform()

@@ -706,6 +706,50 @@ class LinuxPlatform:
             thp_disabled=thp,
         )
 
+    def _unix_peers(self, pid: int) -> dict[int, int]:
+        """unix socket inode -> peer inode, from NETLINK_SOCK_DIAG (only for our own
+        network namespace; empty for another one or when the kernel refuses)."""
+        import socket
+
+        try:
+            if os.stat(self.proc / str(pid) / "ns" / "net").st_ino != os.stat("/proc/self/ns/net").st_ino:
+                return {}
+            sk = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
+        except OSError:
+            return {}
+        peers: dict[int, int] = {}
+        try:
+            # unix_diag_req: family, protocol, pad, states, ino, show (UDIAG_SHOW_PEER), cookie[2]
+            req = struct.pack("<BBHIIIII", 1, 0, 0, 0xFFFF_FFFF, 0, 4, 0, 0)
+            # nlmsghdr: len, type SOCK_DIAG_BY_FAMILY, flags NLM_F_REQUEST|NLM_F_DUMP, seq, pid
+            sk.sendto(struct.pack("<IHHII", 16 + len(req), 20, 0x301, 1, 0) + req, (0, 0))
+            while True:
+                data = sk.recv(1 << 16)
+                if not data:
+                    return peers
+                off = 0
+                while off + 16 <= len(data):
+                    mlen, mtype = struct.unpack_from("<IH", data, off)
+                    if mtype == 3:  # NLMSG_DONE
+                        return peers
+                    if mtype == 2 or mlen < 16:  # NLMSG_ERROR
+                        return peers
+                    body = off + 16
+                    ino = struct.unpack_from("<I", data, body + 4)[0]  # unix_diag_msg.udiag_ino
+                    a = body + 16
+                    while a + 4 <= off + mlen:
+                        alen, atype = struct.unpack_from("<HH", data, a)
+                        if alen < 4:
+                            break
+                        if atype == 2 and alen >= 8:  # UNIX_DIAG_PEER
+                            peers[ino] = struct.unpack_from("<I", data, a + 4)[0]
+                        a += (alen + 3) & ~3
+                    off += (mlen + 3) & ~3
+        except OSError:
+            return peers
+        finally:
+            sk.close()
+
     def _socket_table(self, pid: int) -> tuple[dict[int, tuple[int, int, str]], dict[int, tuple[int, str, str, int, int]]]:
         """Socket tables of *pid*'s network namespace (/proc/PID/net/...)."""
         unix: dict[int, tuple[int, int, str]] = {}
@@ -729,6 +773,7 @@ class LinuxPlatform:
         except OSError as err:
             raise PlatformError(f"cannot list fds of pid {pid}: {err.strerror}", errno=err.errno) from err
         tables: tuple[dict[int, tuple[int, int, str]], dict[int, tuple[int, str, str, int, int]]] | None = None
+        peers: dict[int, int] | None = None
         out: list[FdInfo] = []
         for fd in fds:
             try:
@@ -771,7 +816,10 @@ class LinuxPlatform:
                 if ino in unix:
                     typ, state, path = unix[ino]
                     kind = FdKind.UNIX_SOCKET
-                    sock = SocketInfo(family=1, type=typ, protocol=0, state=state, ino=ino, local=path)
+                    if peers is None:
+                        peers = self._unix_peers(pid)
+                    sock = SocketInfo(family=1, type=typ, protocol=0, state=state, ino=ino, local=path,
+                                      peer_ino=peers.get(ino, 0))
                 elif ino in inet:
                     fam, loc, rem, state, tp = inet[ino]
                     kind = FdKind.INET_SOCKET
