@@ -375,3 +375,26 @@ def test_rewind_in_place_through_the_freebsd_module(counter: Counter, world: Fre
     assert {"PT_IO", "PT_SETREGS", "PT_SETFSBASE", "PT_SETGSBASE", "PT_SETXSTATE"} <= used
     got = [first_field(x) for x in wait_lines(counter.out, n + 3)[n:]]
     assert got[:3] == [last + 1, last + 2, last + 3], "rewound to the dumped value"
+
+
+def test_pipe_is_refused_by_name_and_the_tree_runs_on(programs: dict[str, Path], world: FreeBSDWorld,
+                                                      tmp_path: Path) -> None:
+    """Buffered pipe data cannot be read on FreeBSD without consuming it: the dump of a
+    pipeline refuses, naming the call, and leaves every process running untouched."""
+    out = tmp_path / "pipe.log"
+    proc = subprocess.Popen(["/bin/busybox", "sh", str(programs["pipeline.sh"]), str(out)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_lines(out, 3)
+        kids = [int(x) for x in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        world.linprocfs.add([proc.pid, *kids])
+        with pytest.raises(CheckpointError, match="read_pipe_data"):
+            dump(proc.pid, tmp_path / "img", tree=True, leave_running=True, platform=EngineGate(world.platform))
+        assert world.kernel.procs == {}, "everything detached"
+        assert not (tmp_path / "img").exists() or not any((tmp_path / "img").iterdir())
+        n = len(lines(out))
+        wait_lines(out, n + 2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
