@@ -5,7 +5,10 @@ UNTESTED ON A REAL FREEBSD HOST. Written strictly against
 ``struct ptrace_io_desc``, ``struct ptrace_vm_entry``, procstat formats) and
 ``linuxulator.md`` (errno and signal tables, open flags, linprocfs nodes),
 and tested with an injected fake ``ptrace`` and recorded linprocfs/procstat
-text composed from those tables.
+text composed from those tables, and verified against a FreeBSD interface
+double built from those documented layouts over real Linux processes
+(``tests/freebsd_double``: the unchanged dump engine dumps real processes
+through this module there; see docs/freebsd.md).
 
 On FreeBSD the migrated processes are Linux ELF binaries run by the
 Linuxulator, so the engine's Linux-shaped data (``user_regs_struct`` names,
