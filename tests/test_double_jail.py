@@ -1,6 +1,7 @@
 """The jail backend against the FreeBSD tool doubles (stateful jail/rctl registry).
 
-A podman config recorded on this machine (tests/data/freebsd/oci) is
+A podman config recorded on this machine (tests/data/freebsd/oci), and the
+configs real ``podman create`` makes now (the podman_configs fixture), are
 translated by the real translator; :class:`runtime_shim.backends.freebsd.JailBackend`
 creates the jail through :class:`tests.freebsd_double.tools.FreeBSDTools`,
 and the parameters and RCTL rules are read back *from the doubles* (jls
@@ -21,6 +22,7 @@ import pytest
 from capture.errors import PlatformError, RefusedError
 from runtime_shim.backends.freebsd import JailBackend, spec_from_plan
 from tests.freebsd_double.tools import FreeBSDTools
+from tests.test_translate_real import podman_configs  # noqa: F401  (the live `podman create` fixture)
 
 OCI = Path(__file__).parent / "data" / "freebsd" / "oci"
 
@@ -95,3 +97,30 @@ def test_racct_disabled_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(RefusedError, match="kern.racct.enable"):
         JailBackend(tools).create(plan)
     assert tools.calls == [("sysctl", "-n", "kern.racct.enable")] and tools.jails == {}
+
+
+def test_live_podman_configs_become_jails_in_the_doubles(podman_configs: dict[str, Any], tmp_path: Path) -> None:
+    """Configs made by real `podman create` now (not recorded): every case translates,
+    is created in the doubles, reads back equal to its plan and is deleted without trace."""
+    from runtime_shim.translate import load_rules, oci_to_freebsd
+
+    tools = FreeBSDTools()
+    backend = JailBackend(tools)
+    cases = [c for c in podman_configs if not c.startswith("_")]
+    assert len(cases) >= 5
+    try:
+        for case in cases:
+            name = f"p_{case}"
+            plan: dict[str, Any] = oci_to_freebsd(podman_configs[case], name, load_rules(), bundle="/unused").to_json()
+            plan["jail"]["params"]["path"] = str(tmp_path / case)
+            (tmp_path / case).mkdir()
+            backend.create(plan)
+            info = backend.state(name)
+            assert info is not None, case
+            for key, value in plan["jail"]["params"].items():
+                assert info.get(key) == (value if isinstance(value, bool) else str(value)), (case, key)
+            assert [r.render() for r in backend.rules(name)] == plan["rctl"], case
+            backend.delete(plan)
+            assert backend.state(name) is None and tools.rules == [] and tools.mounts == [], case
+    finally:
+        tools.close()
