@@ -398,3 +398,27 @@ def test_pipe_is_refused_by_name_and_the_tree_runs_on(programs: dict[str, Path],
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_module_registers_match_linux_and_a_layout_mistake_is_caught(
+        counter: Counter, world: FreeBSDWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The double is independent of the module: the module's registers equal Linux's own
+    view (but orig_rax), and a swapped struct reg field in the module shows at once."""
+    from capture.platform import freebsd as fbmod
+    from capture.platform import linux_inject as li
+
+    plat = world.platform
+    plat.seize(counter.pid)
+    plat.interrupt(counter.pid)
+    try:
+        linux = li.get_regs(counter.pid)
+        mine = plat.get_regs(counter.pid)
+        fields = [f for f in linux.__slots__ if f not in ("orig_rax", "rax")]
+        assert [getattr(mine, f) for f in fields] == [getattr(linux, f) for f in fields]
+        wrong = tuple(("r_rbx" if n == "r_rbp" else "r_rbp" if n == "r_rbx" else n, o, c)
+                      for n, o, c in fbmod.REG_LAYOUT)
+        monkeypatch.setattr(fbmod, "REG_LAYOUT", wrong)
+        bad = plat.get_regs(counter.pid)
+        assert (bad.rbp, bad.rbx) == (linux.rbx, linux.rbp) != (linux.rbp, linux.rbx)
+    finally:
+        plat.release(counter.pid)
