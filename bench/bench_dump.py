@@ -1,7 +1,7 @@
 """Benchmark: dump a process with 1 GiB of touched anonymous memory, hetmig vs CRIU.
 
-Runs in one go, alternating the two dumpers on fresh targets (warm page
-cache: one untimed warm-up run of each first), at least three timed runs
+Runs in one go, alternating the two dumpers on one target (warm page
+cache: one untimed warm-up run of each first, os.sync() before each run), five timed runs
 each, and prints the medians. Our dump runs as
 ``python -m runtime_shim.cli checkpoint`` in a child process so its peak RSS
 (``ru_maxrss`` from ``wait4``) is the dumper's alone.
@@ -89,7 +89,7 @@ def run_criu(pid: int, out: Path) -> tuple[float, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--max-ratio", type=float, default=1.5)
     ap.add_argument("--max-rss-mib", type=float, default=200)
     args = ap.parse_args()

@@ -105,7 +105,7 @@ ERESTART_RESTARTBLOCK = 516
 EINTR = 4
 
 #: bytes one reader copies per vectored read + pwrite (fits in the CPU cache)
-CHUNK = 256 << 10
+CHUNK = 1 << 20
 #: threads copying one window (process_vm_readv releases the GIL)
 READERS = min(2, os.cpu_count() or 1)
 

@@ -26,7 +26,6 @@ SIGSTOP); guessing a value procfs does not give.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import dataclasses
 import errno as errno_mod
 import os
@@ -168,7 +167,7 @@ _TTY_MAJORS: Final = frozenset({4, 5, 136, 137, 138, 139, 140, 141, 142, 143})
 # majors whose devices CRIU dumps as ordinary files (mem: null, zero, random ...)
 _MEM_MAJOR: Final = 1
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter runs on
 
 
 class _Iovec(ctypes.Structure):
