@@ -24,7 +24,9 @@ a container (only their ids; ``utsns`` is written).
 Every image is written through :mod:`capture.images`; pages are read with
 large vectored reads (``process_vm_readv``) into small cache-resident buffers
 and written with ``pwrite`` in file order, by two reader threads that each
-own one contiguous half of ``pages-N.img``.
+own one contiguous half of ``pages-N.img``; the copy runs in the background
+while descriptors and threads are read, and the dump waits for it before
+anything is released or killed.
 
 Success without ``leave_running`` kills the tree. Any failure releases every
 seized thread untouched (running, never left stopped), removes the images
@@ -422,6 +424,8 @@ class Dumper:
         self.tty_infos: list[Any] = []
         self.seccomp_filters: list[Any] = []
         self.ghosts: list[tuple[Any, bytes, Any]] = []  # (ghost_file_entry, contents, remap entry)
+        self.copying: Any = None  # the background page-copy thread
+        self.copy_errors: list[BaseException] = []
         self.seccomp_chains: dict[tuple[bytes, ...], int] = {}
         self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
         self.cg_sets: dict[tuple[CgroupMembership, ...], int] = {}
@@ -502,12 +506,13 @@ class Dumper:
             if v.kind is VmaKind.FILE:
                 rw = bool(v.flags & MAP_SHARED and v.prot & PROT_WRITE)
                 vma_file_ids[v.start] = self._mapped_file(v.path, v.open_path or v.path, O_RDWR if rw else 0)
+        # pages are copied in the background while descriptors and threads are read
+        self._write_mm_and_pages(pid, mm, vmas, vma_file_ids, exe_id)
         files_id = self.ids.next_kobj
         fdinfos = self._dump_fds(pid)
         fs = self.p.fs_info(pid)
         cwd_id = self._reg_file(fs.cwd, 0, 0, _stat(fs.cwd_open_path or fs.cwd, "cwd").st_mode, None)
         root_id = self._reg_file(fs.root, 0, 0, _stat(fs.root_open_path or fs.root, "root").st_mode, None)
-        self._write_mm_and_pages(pid, mm, vmas, vma_file_ids, exe_id)
         self.out.write(f"fdinfo-{files_id}.img", fdinfos)
         fs_e = _pb("fs_pb2").fs_entry()
         fs_e.cwd_id, fs_e.root_id, fs_e.umask = cwd_id, root_id, fs.umask
@@ -775,13 +780,31 @@ class Dumper:
             entries.append(pe)
         total = sum(n for _, n, _ in runs) * PAGE_SIZE
         path = self.out.raw_path(f"pages-{self.pages_id}.img")
+        self.finish_copy()  # one tree member's pages at a time
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self._read_runs_into(pid, fd, runs, total)
-        finally:
-            os.close(fd)
+
+        def job() -> None:
+            try:
+                self._read_runs_into(pid, fd, runs, total)
+            except BaseException as err:  # re-raised by finish_copy in the dumping thread
+                self.copy_errors.append(err)
+            finally:
+                os.close(fd)
+
+        import threading
+
+        self.copying = threading.Thread(target=job, name=f"pages-{self.pages_id}")
+        self.copying.start()
         self.out.write(f"pagemap-{self.v(pid)}.img", entries)
         self.total_pages += total // PAGE_SIZE
+
+    def finish_copy(self, raise_errors: bool = True) -> None:
+        """Wait for the background page copy; re-raise its failure."""
+        if self.copying is not None:
+            self.copying.join()
+            self.copying = None
+        if self.copy_errors and raise_errors:
+            raise self.copy_errors[0]
 
     def _read_runs_into(self, pid: int, fd: int, runs: list[tuple[int, int, int]], total: int) -> None:
         """Copy every run into the pages file at its offset, sequentially per reader.
@@ -1175,8 +1198,10 @@ def dump(
             e.threads.extend(dumper.v(t) for t in seized.seized[p])
             pstree.append(e)
             dumper.dump_process(p, info, seized.seized[p], own_ns)
+        dumper.finish_copy()
         dumper.write_shared(pid, pstree, own_ns, target_ns)
     except BaseException as err:
+        dumper.finish_copy(raise_errors=False)  # never release while our readers still run
         seized.release_all()
         dumper.out.remove_all()
         if created_dir:
