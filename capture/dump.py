@@ -48,6 +48,7 @@ import os
 import signal
 import stat
 import struct
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -425,6 +426,7 @@ class Dumper:
         self.seccomp_filters: list[Any] = []
         self.ghosts: list[tuple[Any, bytes, Any]] = []  # (ghost_file_entry, contents, remap entry)
         self.copying: Any = None  # the background page-copy thread
+        self.switch_interval: float | None = None  # the interpreter's, while we lower it
         self.copy_errors: list[BaseException] = []
         self.seccomp_chains: dict[tuple[bytes, ...], int] = {}
         self.tty_ids: dict[int, int] = {}  # rdev -> tty_info id
@@ -793,6 +795,11 @@ class Dumper:
 
         import threading
 
+        if self.switch_interval is None:
+            # the readers need the GIL for a moment per chunk: do not let the
+            # dumping thread's Python work hold it for the default 5 ms
+            self.switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(0.0002)
         self.copying = threading.Thread(target=job, name=f"pages-{self.pages_id}")
         self.copying.start()
         self.out.write(f"pagemap-{self.v(pid)}.img", entries)
@@ -803,6 +810,9 @@ class Dumper:
         if self.copying is not None:
             self.copying.join()
             self.copying = None
+        if self.switch_interval is not None:
+            sys.setswitchinterval(self.switch_interval)
+            self.switch_interval = None
         if self.copy_errors and raise_errors:
             raise self.copy_errors[0]
 
@@ -1142,6 +1152,14 @@ def dump(
                  Feature.SIGACTIONS, Feature.THREAD_EXTRAS):
         if need not in feats:
             raise CheckpointError(f"platform {platform.name} lacks feature {need.value}, needed to dump")
+    # import what the dump needs before anything is stopped (imports hold the GIL
+    # the page readers need, and they are not the tree's downtime)
+    for mod in ("core_pb2", "core_x86_pb2", "mm_pb2", "vma_pb2", "pagemap_pb2", "pstree_pb2", "fdinfo_pb2",
+                "fown_pb2", "fs_pb2", "inventory_pb2", "pipe_data_pb2", "seccomp_pb2", "timens_pb2"):
+        _pb(mod)
+    import capture.images  # noqa: F401
+    import threading  # noqa: F401
+
     out_dir = Path(images_dir)
     created_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)

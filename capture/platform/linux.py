@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Final, Sequence
 
 from capture.errors import PlatformError
+from capture.platform import linux_inject
 from capture.platform.base import (
     PAGE_SIZE,
     UNLIMITED,
@@ -534,6 +535,7 @@ class LinuxPlatform:
         self.proc = Path(procfs)
         self._zero_pfn: int | None | bool = False  # False = not probed yet
         self._syscall_insn: dict[int, int] = {}
+        self._xstate: tuple[tuple[tuple[int, int, int], ...], bool] | None = None
 
     # -- helpers -------------------------------------------------------
     def _read(self, rel: str) -> str:
@@ -549,6 +551,7 @@ class LinuxPlatform:
             raise PlatformError(f"cannot readlink {self.proc / rel}: {err.strerror}", errno=err.errno) from err
 
     def features(self) -> frozenset[Feature]:
+        self._xstate_layout()  # callers ask this first: do the CPUID work before anything is stopped
         return frozenset(Feature)
 
     # -- discovery -----------------------------------------------------
@@ -1134,11 +1137,16 @@ class LinuxPlatform:
         iov = _Iovec(ctypes.addressof(buf), len(buf))
         _ptrace(PTRACE_GETREGSET, tid, NT_X86_XSTATE, ctypes.addressof(iov))
         data = buf.raw[: iov.len]
-        from capture.platform import linux_inject
+        comps, cet = self._xstate_layout()
+        return Xsave(data=data, component_offsets=comps, cet_supported=cet)
 
-        comps = tuple((c.number, c.offset, c.size) for c in linux_inject.xstate_components())
-        cet = bool(linux_inject.cpuid(7, 0)[2] & (1 << 7))  # CPUID.7.0:ECX.CET_SS
-        return Xsave(data=data, component_offsets=comps or XSAVE_COMPONENTS, cet_supported=cet)
+    def _xstate_layout(self) -> tuple[tuple[tuple[int, int, int], ...], bool]:
+        """xsave component offsets (CPUID leaf 0xD) and CET_SS support, asked once."""
+        if self._xstate is None:
+            comps = tuple((c.number, c.offset, c.size) for c in linux_inject.xstate_components())
+            cet = bool(linux_inject.cpuid(7, 0)[2] & (1 << 7))  # CPUID.7.0:ECX.CET_SS
+            self._xstate = (comps or XSAVE_COMPONENTS, cet)
+        return self._xstate
 
     def set_xsave(self, tid: int, xsave: Xsave) -> None:
         buf = ctypes.create_string_buffer(xsave.data, len(xsave.data))
@@ -1175,8 +1183,6 @@ class LinuxPlatform:
         ``syscall`` instruction, registers restored); a signal that arrived
         meanwhile is sent to the thread again so it is not lost.
         """
-        from capture.platform import linux_inject
-
         if pid not in self._syscall_insn:
             self._syscall_insn[pid] = linux_inject.find_syscall_insn(pid)
         inj = linux_inject.Injector(tid, self._syscall_insn[pid], keep_regs=False)
