@@ -17,7 +17,9 @@ Session order (anything else is a protocol error that aborts the migration):
                                     announced size above the limit or the free space
     PAGES*, ROUND_END -> ACK         pre-copy rounds into the DestinationRestore
     FILE_BEGIN FILE_DATA* FILE_END   image files into migrations/<id>/images/
-    ROOTFS_BEGIN ROOTFS_DATA* ROOTFS_END   checked tar, extracted to rootfs/
+    ROOTFS_BEGIN ROOTFS_DATA* ROOTFS_END   checked tar, extracted to rootfs/; at most
+                                    twice: the base tree (may come during pre-copy) and
+                                    the files changed since (moved over the base)
     COMMIT -> CONFIRM | ERROR        restore
     FINISH -> ACK                    release the restored copy (held stopped under
                                     ptrace with EXITKILL until now); the source
@@ -234,6 +236,7 @@ class Session:
         self.upload: _Upload | None = None
         self.rootfs: _Upload | None = None
         self.rootfs_dir: Path | None = None
+        self.rootfs_transfers = 0
         self.phase = "hello"
         self.confirmed = False
         self._since_check = 0
@@ -388,7 +391,7 @@ class Session:
             self.phase = "final"
             self._file(frame)
         elif t in (MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END) and self.phase in ("precopy", "final"):
-            self.phase = "final"
+            # the base tree may come during pre-copy (the phase stays), the changes at cut-over
             self._rootfs(frame)
         elif t == MsgType.PAGES_IMAGE and self.phase in ("precopy", "final"):
             self.phase = "final"
@@ -586,19 +589,26 @@ class Session:
         assert self.dir is not None
         lim = self.limits
         if frame.mtype == MsgType.ROOTFS_BEGIN:
-            if self.rootfs is not None or self.rootfs_dir is not None:
-                raise ProtocolError("ROOTFS_BEGIN twice")
+            if self.rootfs is not None:
+                raise ProtocolError("ROOTFS_BEGIN while a rootfs transfer is still open")
+            if self.rootfs_transfers >= 2:
+                raise ProtocolError("more than two rootfs transfers (base and changes)")
             size = wire.get_int(frame.json(), "size", "rootfs_begin")
             if size > lim.max_rootfs_delta:
                 raise ProtocolError(f"rootfs_begin.size={size} exceeds the limit {lim.max_rootfs_delta}")
             if self.received + size > self.announced:
                 raise ProtocolError(f"rootfs_begin.size={size} exceeds what is left of announced_bytes")
+            try:
+                os.unlink(self.dir / ROOTFS_TAR)
+            except FileNotFoundError:
+                pass
             dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
                 fd = safety.create_file_in(dfd, ROOTFS_TAR)
             finally:
                 os.close(dfd)
             self.rootfs = _Upload(fd, ROOTFS_TAR, size)
+            self.rootfs_transfers += 1
         elif frame.mtype == MsgType.ROOTFS_DATA:
             if self.rootfs is None:
                 raise ProtocolError("ROOTFS_DATA without ROOTFS_BEGIN")
@@ -609,8 +619,17 @@ class Session:
             self._finish_upload(self.rootfs, frame.json(), "rootfs_end")
             self.rootfs = None
             tar = self.dir / ROOTFS_TAR
-            safety.extract_tar(tar, self.dir / "rootfs", safety.TarLimits(max_total=lim.max_rootfs_delta * 4))
-            self.rootfs_dir = self.dir / "rootfs"
+            tl = safety.TarLimits(max_total=lim.max_rootfs_delta * 4)
+            if self.rootfs_dir is None:
+                safety.extract_tar(tar, self.dir / "rootfs", tl)
+                self.rootfs_dir = self.dir / "rootfs"
+            else:  # the files changed since the base: extracted aside, then moved over
+                staging = self.dir / "rootfs-changes"
+                shutil.rmtree(staging, ignore_errors=True)
+                safety.extract_tar(tar, staging, tl)
+                safety.overlay_tree(staging, self.rootfs_dir)
+                shutil.rmtree(staging, ignore_errors=True)
+            os.unlink(tar)
             self._send(MsgType.ACK, {"rootfs": "extracted"})
 
     def _commit(self) -> None:
@@ -640,7 +659,7 @@ class Session:
                 self.agent.log.warning("abort of migration %s failed: %s: %s", self.migration_id, type(err).__name__, err)
         if self.dir is not None:
             self._close_uploads()
-            for sub in ("images", "rootfs"):
+            for sub in ("images", "rootfs", "rootfs-changes"):
                 shutil.rmtree(self.dir / sub, ignore_errors=True)
             for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
                 try:

@@ -151,6 +151,7 @@ class ProcessSource:
         self.tree = False
         self._held: list[int] = []
         self._mem: int | None = None
+        self._image_pid: int | None = None
 
     def describe(self) -> SourceDescription:
         return SourceDescription(self.name, {}, _rss_bytes(self.pid), (self.pid,))
@@ -159,7 +160,16 @@ class ProcessSource:
         from capture.dirty import TrackerKind, make_tracker
 
         prefer = TrackerKind(self.tracker_kind) if self.tracker_kind else None
-        self._tracker = make_tracker(self.pid, prefer=prefer)
+        # a signal arriving during the injected userfaultfd setup (a shell's SIGCHLD
+        # when its `sleep` ends) makes one attempt fail cleanly: try again
+        for attempt in range(5):
+            try:
+                self._tracker = make_tracker(self.pid, prefer=prefer)
+                break
+            except HetmigError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.01)
         self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
 
     @property
@@ -178,7 +188,22 @@ class ProcessSource:
             except PlatformError:
                 fast = getattr(self._tracker, "present_pages", None)
                 runs = fast(runs) if fast is not None else present_filter(self.pid, runs)
-        return {self.pid: runs}
+        return {self.image_pid: runs}
+
+    @property
+    def image_pid(self) -> int:
+        """The pid the dump's images give this process: its pid in its own pid namespace
+        (a container's init is 1). Pages are keyed by it on both sides."""
+        if self._image_pid is None:
+            self._image_pid = self.pid
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("NSpid:"):
+                            self._image_pid = int(line.split()[-1])
+            except (OSError, ValueError):
+                pass
+        return self._image_pid
 
     def _dump_selection(self) -> list[Run]:
         from capture.dirty import merge_runs
@@ -207,7 +232,13 @@ class ProcessSource:
         fn = getattr(self._tracker, "zero_pages", None)
         runs: list[Run] = list(fn()) if fn is not None else []
         plat = get_platform()
+        try:
+            own = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+        except OSError:
+            own = set(self._held)
         for tid in self._held:
+            if tid not in own:
+                continue  # another process of the tree: another address space
             try:
                 regs = plat.get_regs(tid)
                 lo = (regs.rsp - 32 * PAGE_SIZE) & ~(PAGE_SIZE - 1)
@@ -219,7 +250,7 @@ class ProcessSource:
                     runs.append((first, (last - first) // PAGE_SIZE + 1))
             except PlatformError:
                 continue
-        return {self.pid: runs}
+        return {self.image_pid: runs}
 
     def read_pages(self, pid: int, runs: Sequence[Run], buf: memoryview) -> None:
         assert self._mem is not None
@@ -240,16 +271,30 @@ class ProcessSource:
         from capture.platform import get_platform
 
         plat = get_platform()
-        self._held = []
-        try:
-            for tid in plat.list_threads(self.pid):
-                plat.seize(tid)
-                self._held.append(tid)
-            for tid in self._held:
-                plat.interrupt(tid)
-        except PlatformError as err:
+        for attempt in range(50):
+            self._held = []
+            try:
+                pids = _descendants(self.pid) if self.tree else [self.pid]
+                for pid in pids:
+                    for tid in plat.list_threads(pid):
+                        plat.seize(tid)
+                        self._held.append(tid)
+                for tid in self._held:
+                    plat.interrupt(tid)
+            except PlatformError as err:
+                self.thaw()
+                if self.tree and attempt < 49:  # a child ended while being seized
+                    time.sleep(0.002)
+                    continue
+                raise MigrationError(f"cannot freeze pid {self.pid}: {err}") from err
+            # a signal pending while frozen (a shell's SIGCHLD) cannot go into the images:
+            # let it be handled and freeze again (writes meanwhile are still tracked)
+            if not self.tree or not any(_pending_signals(tid) for tid in self._held):
+                break
             self.thaw()
-            raise MigrationError(f"cannot freeze pid {self.pid}: {err}") from err
+            time.sleep(0.002)
+        else:
+            raise MigrationError(f"cannot freeze pid {self.pid} without pending signals (50 attempts)")
         self._frozen = True
         if self._tracker is not None and hasattr(self._tracker, "hold"):
             self._tracker.hold(True)
@@ -302,6 +347,57 @@ class ProcessSource:
             pass
         self._frozen = False
 
+    def _kill_held(self) -> None:
+        """SIGKILL the frozen tree and reap our tracees (a traced process killed stays a
+        zombie for its tracer: a runtime waiting for the container to end would hang)."""
+        held, self._held = self._held, []
+        for tid in held:
+            try:
+                os.kill(tid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # WNOHANG rounds, any order: a pid-namespace init only ends after its (traced,
+        # killed) children were reaped by us
+        remaining = set(held)
+        deadline = time.monotonic() + 10.0
+        while remaining and time.monotonic() < deadline:
+            for tid in list(remaining):
+                try:
+                    got, _ = os.waitpid(tid, 0x40000000 | os.WNOHANG)  # __WALL
+                except ChildProcessError:
+                    got = tid
+                if got == tid:
+                    remaining.discard(tid)
+            if remaining:
+                time.sleep(0.002)
+
+
+def _descendants(pid: int) -> list[int]:
+    """*pid* and every process below it (through /proc/PID/task/*/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _pending_signals(tid: int) -> bool:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16):
+                    return True
+    except (OSError, ValueError):
+        return False
+    return False
+
 
 class _HeldPlatform:
     """The platform, except that threads we already hold stopped are not seized,
@@ -332,9 +428,12 @@ class _HeldPlatform:
 class RuncSource(ProcessSource):
     """A runc container. Pre-copy tracks its init process; the freeze is a ptrace
     freeze of the init process (the dump engine seizes the rest of the tree
-    inside it); the cgroup freezer is not used because a task frozen by it
-    cannot be ptrace-interrupted until thawed. The destination refuses to
-    restore a container without its isolation (see StagingRestore)."""
+    inside it). The cgroup freezer is not used: a task frozen by it cannot be
+    ptrace-interrupted until thawed, and the dump needs ptrace. The spec sent
+    to the destination is ``{"oci": config.json, "observed": container.observe()}``;
+    the rootfs goes whole as a checked tar at cut-over. After the destination
+    took over: the container's veth is removed (its address lives on there),
+    then ``runc kill KILL`` + ``runc delete --force``."""
 
     def __init__(self, container_id: str, *, root: str | None = None, tracker: str | None = None) -> None:
         self.runc = ["runc"] + (["--root", root] if root else [])
@@ -346,6 +445,8 @@ class RuncSource(ProcessSource):
         super().__init__(int(info["pid"]), tracker=tracker, name=container_id)
         self.container_id = container_id
         self.tree = True
+        self._desc: SourceDescription | None = None
+        self.observed: dict[str, Any] = {}
 
     def _runc(self, *args: str) -> str:
         proc = subprocess.run([*self.runc, *args], capture_output=True, text=True, timeout=60)
@@ -353,15 +454,94 @@ class RuncSource(ProcessSource):
             raise PlatformError(f"runc {args[0]} failed", command=[*self.runc, *args], stderr=proc.stderr)
         return proc.stdout
 
-    def describe(self) -> SourceDescription:
-        spec: dict[str, Any] = {}
+    def oci_spec(self) -> dict[str, Any]:
         cfg = self.bundle / "config.json"
-        if cfg.is_file():
+        try:
             spec = json.loads(cfg.read_text())
-        return SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
+        except (OSError, ValueError) as err:
+            raise MigrationError(f"container {self.container_id}: cannot read {cfg}: {err}") from None
+        if not isinstance(spec, dict):
+            raise MigrationError(f"{cfg}: not a JSON object")
+        return spec
+
+    def rootfs_path(self) -> Path:
+        spec = self.oci_spec()
+        root = str((spec.get("root") or {}).get("path") or "rootfs")
+        return Path(root) if os.path.isabs(root) else self.bundle / root
+
+    def describe(self) -> SourceDescription:
+        if self._desc is None:
+            from runtime_shim.migration import container
+
+            self.observed = container.observe(self.pid)
+            spec = {"oci": self.oci_spec(), "observed": self.observed}
+            self._desc = SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
+        return self._desc
+
+    def rootfs_base(self, out: Path) -> bool:
+        """The whole rootfs, sent during pre-copy (the container runs meanwhile)."""
+        from runtime_shim.migration import container
+
+        self._base_time = time.time() - 1.0  # slack: coarse timestamps of some file systems
+        container.tar_rootfs(self.rootfs_path(), out)
+        return True
+
+    def rootfs_delta(self, out: Path) -> bool:
+        """At cut-over (frozen): what changed since the base, or everything without one."""
+        from runtime_shim.migration import container
+
+        container.tar_rootfs(self.rootfs_path(), out, since=getattr(self, "_base_time", None))
+        return True
 
     def destroy(self) -> None:
-        subprocess.run([*self.runc, "delete", "--force", self.container_id], capture_output=True, timeout=60)
+        from runtime_shim.migration import container
+
+        container.remove_veths(self.pid, self.observed)
+        self._kill_held()
+        subprocess.run([*self.runc, "kill", self.container_id, "KILL"], capture_output=True, timeout=60)
+        for _ in range(100):
+            r = subprocess.run([*self.runc, "delete", "--force", self.container_id], capture_output=True, timeout=60)
+            if r.returncode == 0:
+                break
+            time.sleep(0.05)
+        self._frozen = False
+
+
+class ManagedSource(ProcessSource):
+    """A container an agent restored on this host (``<agent-state>/containers/ID.json``):
+    migrated on like a runc container; destroyed with its cgroups, netns and rootfs."""
+
+    def __init__(self, container_id: str, agent_state: Path, *, tracker: str | None = None) -> None:
+        from runtime_shim.migration import container
+
+        self.agent_state = agent_state
+        self.record = container.read_record(agent_state, container_id)
+        pid = int(self.record.get("pid", 0))
+        super().__init__(pid, tracker=tracker, name=container_id)
+        self.container_id = container_id
+        self.tree = True
+        self._desc: SourceDescription | None = None
+
+    def describe(self) -> SourceDescription:
+        if self._desc is None:
+            from runtime_shim.migration import container
+
+            observed = container.observe(self.pid)
+            spec = {"oci": self.record.get("oci") or {}, "observed": observed}
+            self._desc = SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
+        return self._desc
+
+    def rootfs_path(self) -> Path:
+        return Path(str((self.record.get("isolation") or {}).get("rootfs")))
+
+    rootfs_base = RuncSource.rootfs_base
+    rootfs_delta = RuncSource.rootfs_delta
+
+    def destroy(self) -> None:
+        from runtime_shim.migration import container
+
+        self._kill_held()
+        container.destroy_record(self.agent_state, self.container_id)
         self._frozen = False
 
 
@@ -529,6 +709,8 @@ class StagingRestore:
     """Collects the pre-copied memory; restoring needs capture.restore."""
 
     def __init__(self) -> None:
+        self.isolation: Any = None
+        self.container_id = ""
         self.store: PageStore | None = None
         self.workdir: Path | None = None
         self.restored: Any = None
@@ -536,11 +718,15 @@ class StagingRestore:
         self._held: list[tuple[int, int]] = []  # (tid, signal to re-inject on release)
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
+        self.isolation: Any = None
+        self.container_id = container_id
         if spec:
-            raise MigrationError(f"container {container_id}: recreating a container's isolation (namespaces, "
-                                 "cgroup limits, network) on the destination is not wired yet; only plain "
-                                 "processes (--pid) can be migrated, and a container is never restored "
-                                 "without its isolation")
+            from runtime_shim.migration import container
+
+            container.Isolation.check(container_id, spec)  # refused before any page arrives
+            self.isolation = container.Isolation(f"{container_id[:40]}-{workdir.name[:8]}", dict(spec["oci"]),
+                                                 dict(spec["observed"]))
+            self.isolation.create()
         self.workdir = workdir
         self.spec = spec
         self.store = PageStore(workdir / "pages.bin")
@@ -564,17 +750,33 @@ class StagingRestore:
         fn = getattr(engine, "restore", None)
         if fn is None:
             raise MigrationError("restore: capture.restore has no restore(image_dir, ...) entry point")
-        if rootfs_dir is not None:
-            raise MigrationError("restore: applying a rootfs delta is not wired to capture.restore yet")
+        if rootfs_dir is not None and self.isolation is None:
+            raise MigrationError("restore: a rootfs delta came with a plain process (no container spec)")
+        kwargs: dict[str, Any] = {"pidns": True}  # the dumped pids live on in a fresh pid namespace
+        if self.isolation is not None:
+            if rootfs_dir is None:
+                raise MigrationError(f"container {self.container_id}: no rootfs was sent; a container is "
+                                     "never restored without its root filesystem")
+            from capture.platform import linux_inject
+            from runtime_shim.migration import container
+
+            self.isolation.set_rootfs(rootfs_dir)
+            kwargs.update(root=str(rootfs_dir), ops=container.EnteringOps(linux_inject, self.isolation))
         try:
-            result = fn(str(image_dir), pidns=True)  # the dumped pids live on in a fresh pid namespace
+            result = fn(str(image_dir), **kwargs)
         except HetmigError as err:
             raise MigrationError(f"restore failed: {err}") from err
         self.restored = result
+        warnings = list(result.warnings)
+        if self.isolation is not None:
+            self.isolation.close_fds()
+            warnings += self.isolation.after_restore(int(result.root_pid))
         self._hold(result)
-        return Restored(int(result.root_pid), {"pids": {str(k): v for k, v in result.pids.items()},
-                                               "warnings": list(result.warnings),
-                                               "restore_seconds": round(float(result.seconds), 6)})
+        detail: dict[str, Any] = {"pids": {str(k): v for k, v in result.pids.items()}, "warnings": warnings,
+                                  "restore_seconds": round(float(result.seconds), 6)}
+        if self.isolation is not None:
+            detail["isolation"] = self.isolation.to_json()
+        return Restored(int(result.root_pid), detail)
 
     def _hold(self, result: Any) -> None:
         """Stop the restored tree under ptrace (EXITKILL: if the agent dies, so does the
@@ -615,12 +817,22 @@ class StagingRestore:
                 _ptrace_detach(tid, sig)
             except HetmigError:
                 pass
+        if self.isolation is not None and self.restored is not None and self.workdir is not None:
+            from runtime_shim.migration import container
+
+            res = self.restored
+            container.write_record(self.workdir.parent.parent, self.container_id, {
+                "container_id": self.container_id, "pid": int(res.root_pid), "init_pid": int(res.init_pid or 0),
+                "oci": self.spec.get("oci") or {}, "isolation": self.isolation.to_json(),
+                "migration": self.workdir.name})
         self.restored = None
         if self.store is not None:
             self.store.close()
 
     def abort(self) -> None:
         self._kill_restored()
+        if getattr(self, "isolation", None) is not None:
+            self.isolation.destroy()
         if self.store is not None:
             self.store.close()
             try:

@@ -1,4 +1,5 @@
-"""Two test "hosts" on this machine: network namespaces joined by a veth pair.
+"""Two "hosts" on this machine: network namespaces joined by a veth pair (used by
+``hetmig demo`` and the tests).
 
 ``TestHosts`` (a context manager) creates ``hetmig-test-<pid>-<rand>-a`` and
 ``...-b``, a veth pair between them with 10.210.0.1/24 on A and 10.210.0.2/24
@@ -8,8 +9,12 @@ process still inside them and deletes both namespaces (which removes the veth
 pair with them). ``cleanup_stale()`` removes ``hetmig-test-*`` namespaces
 whose creating process is gone; it never touches a namespace of a live test.
 
-It refuses to run without ``ip`` (tests call ``require("ip")`` first) and
-never touches namespaces it did not name.
+``TestHosts.container_net()`` adds a third namespace ``...-c`` for a
+container on host A: a veth pair whose container end is ``eth0`` with
+10.210.1.2/24 (default route via 10.210.1.1) and whose host end is in A with
+10.210.1.1/24. ``make_busybox_rootfs`` writes a static busybox rootfs.
+
+It refuses to run without ``ip`` and never touches namespaces it did not name.
 """
 
 from __future__ import annotations
@@ -17,16 +22,21 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
 PREFIX = "hetmig-test-"
 SUBNET = "10.210.0.0/24"
-_NAME_RE = re.compile(r"^hetmig-test-(\d+)-([0-9a-f]+)-[ab]$")
+_NAME_RE = re.compile(r"^hetmig-(?:test|demo)-(\d+)-([0-9a-f]+)-[abc]$")
+CONTAINER_ADDR = "10.210.1.2"
+GATEWAY_ADDR = "10.210.1.1"
+BUSYBOX = "/bin/busybox"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -85,7 +95,9 @@ class Host:
     ifname: str
 
     def argv(self, cmd: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *cmd]
+        # nsenter, not `ip netns exec`: that one mounts a fresh sysfs over /sys, which
+        # hides /sys/fs/cgroup from the agent that must create the container's cgroups
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *cmd]
 
     def run(self, cmd: Sequence[str], *, timeout: float = 30, check: bool = False,
             input: str | None = None, env: dict[str, str] | None = None
@@ -105,9 +117,9 @@ class TestHosts:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = PREFIX) -> None:
         tag = f"{os.getpid()}-{secrets.token_hex(3)}"
-        self.base = PREFIX + tag
+        self.base = prefix + tag
         short = secrets.token_hex(4)
         self.a = Host(netns=self.base + "-a", addr="10.210.0.1", ifname=f"hma{short}")
         self.b = Host(netns=self.base + "-b", addr="10.210.0.2", ifname=f"hmb{short}")
@@ -132,6 +144,21 @@ class TestHosts:
             _ip("-n", host.netns, "addr", "add", f"{host.addr}/24", "dev", host.ifname)
             _ip("-n", host.netns, "link", "set", host.ifname, "up")
 
+    def container_net(self) -> str:
+        """A network namespace for a container on host A (see the module docstring); its path."""
+        name = self.base + "-c"
+        _ip("netns", "add", name)
+        self._created.append(name)
+        host_end = f"hmc{secrets.token_hex(4)}"
+        _ip("link", "add", host_end, "netns", self.a.netns, "type", "veth", "peer", "name", "eth0", "netns", name)
+        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("-n", name, "addr", "add", f"{CONTAINER_ADDR}/24", "dev", "eth0")
+        _ip("-n", name, "link", "set", "eth0", "up")
+        _ip("-n", self.a.netns, "addr", "add", f"{GATEWAY_ADDR}/24", "dev", host_end)
+        _ip("-n", self.a.netns, "link", "set", host_end, "up")
+        _ip("-n", name, "route", "add", "default", "via", GATEWAY_ADDR)
+        return f"/run/netns/{name}"
+
     def close(self) -> None:
         for name in reversed(self._created):
             _kill_and_delete(name)
@@ -140,3 +167,21 @@ class TestHosts:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def make_busybox_rootfs(dest: Path) -> Path:
+    """A minimal rootfs: the static busybox plus its applet links."""
+    if not os.path.isfile(BUSYBOX):
+        raise FileNotFoundError(f"{BUSYBOX} (busybox-static) is needed for a busybox rootfs")
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    for d in ("proc", "sys", "dev", "tmp", "etc", "root", "data"):
+        (dest / d).mkdir(exist_ok=True)
+    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        link = dest / "bin" / applet
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to("busybox")
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (dest / "etc" / "group").write_text("root:x:0:\n")
+    return dest

@@ -144,3 +144,37 @@ def extract_tar(path: Path, dest: Path, limits: TarLimits = TarLimits()) -> int:
         except (tarfile.TarError, OSError) as err:
             raise UnsafeInputError(f"rootfs delta {path.name}: extraction refused: {err}") from None
     return len(members)
+
+
+def overlay_tree(src: Path, dest: Path) -> int:
+    """Move every entry of the checked, extracted tree *src* over *dest*; returns the count.
+
+    Directories are merged, anything else replaces what is there. Each target's
+    parent is resolved and must stay inside *dest* (a symlinked directory in
+    *dest* cannot redirect a write outside it); a directory replacing a file or a
+    file replacing a directory is refused.
+    """
+    root = os.path.realpath(dest)
+    moved = 0
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = os.path.relpath(dirpath, src)
+        target_dir = os.path.realpath(os.path.join(root, rel)) if rel != "." else root
+        if target_dir != root and not target_dir.startswith(root + os.sep):
+            raise UnsafeInputError(f"rootfs changes: {rel!r} resolves outside the root filesystem")
+        for name in dirnames:
+            t = os.path.join(target_dir, name)
+            if os.path.islink(os.path.join(dirpath, name)):
+                os.replace(os.path.join(dirpath, name), t)
+                moved += 1
+            elif not os.path.lexists(t):
+                os.mkdir(t, 0o755)
+            elif not os.path.isdir(t) or os.path.islink(t):
+                raise UnsafeInputError(f"rootfs changes: directory {os.path.join(rel, name)!r} replaces a non-directory")
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        for name in filenames:
+            t = os.path.join(target_dir, name)
+            if os.path.isdir(t) and not os.path.islink(t):
+                raise UnsafeInputError(f"rootfs changes: file {os.path.join(rel, name)!r} replaces a directory")
+            os.replace(os.path.join(dirpath, name), t)
+            moved += 1
+    return moved

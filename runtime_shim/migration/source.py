@@ -8,7 +8,8 @@ Steps, each reported through a progress callback:
      verdict and our own check of its host info must both say yes, else
      RefusedError (exit 3) naming the missing CPU flags / XSAVE components.
      Nothing has been frozen or tracked yet.
-  3. BEGIN, then pre-copy rounds while the container runs: round 1 sends
+  3. BEGIN, a container's whole root file system (checked tar), then
+     pre-copy rounds while the container runs: round 1 sends
      every present page, later rounds the pages written since. Iteration
      stops when the remaining dirty set would transfer within
      ``max_downtime`` at the measured rate, when it stops shrinking, or after
@@ -16,7 +17,7 @@ Steps, each reported through a progress callback:
   4. cut-over: ptrace freeze, final dirty pages, stop tracking (the
      userfaultfd leaves the target), final dump (image files; each
      pages-N.img is rebuilt by the agent, only pages it lacks are sent),
-     rootfs delta, COMMIT -> CONFIRM (the agent holds its copy stopped) ->
+     the files changed since the root file system was sent, COMMIT -> CONFIRM (the agent holds its copy stopped) ->
      FINISH -> ACK, and only then is the source destroyed.
 Any failure before that ACK thaws the source and sends ABORT: the container
 runs on where it was. A lost ACK is resolved with STATUS on a new
@@ -269,7 +270,9 @@ class Migration:
         assert m is not None
         found = self._pagemap_for(image_dir, int(m.group(1)))
         size = path.stat().st_size
-        if found is None or len(found[1]) * PAGE_SIZE != size:
+        # a process nothing was pre-copied for (a container's short-lived child) goes as
+        # a plain file: its pages must not enter the page store the agent may adopt
+        if found is None or len(found[1]) * PAGE_SIZE != size or found[0] not in self.sent:
             self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
             return
         pid, pages = found
@@ -335,6 +338,16 @@ class Migration:
             self.conn.send(MsgType.BEGIN, {"migration_id": self.migration_id, "container_id": desc.container_id,
                                            "spec": desc.spec, "announced_bytes": announced, "disk_bytes": disk})
             self.conn.recv(MsgType.ACK)
+            base = getattr(self.source, "rootfs_base", None)
+            if base is not None:  # a container's root file system, while it runs
+                t_base = time.monotonic()
+                with tempfile.TemporaryDirectory(prefix="hetmig-rootfs-") as tmp:
+                    tar = Path(tmp) / "rootfs-base.tar"
+                    if base(tar):
+                        self._send_file(tar, tar.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
+                        self.conn.recv(MsgType.ACK)
+                        self._emit("rootfs-base", bytes=tar.stat().st_size,
+                                   ms=round((time.monotonic() - t_base) * 1000, 3))
             self.source.start_tracking()
             tracking = True
             self.report.tracker = str(getattr(self.source, "tracker_name", ""))
