@@ -161,6 +161,37 @@ class RestoreResult:
     seconds: float
     warnings: tuple[str, ...]
     stages: dict[str, float] = field(default_factory=dict)
+    #: with ``hold=True``: (host tid, signal to deliver) of every thread, all
+    #: still stopped and traced by the calling thread; see :func:`release`.
+    held: tuple[tuple[int, int], ...] = ()
+
+
+def release(result: RestoreResult) -> None:
+    """Let a tree restored with ``hold=True`` run (call from the restoring thread)."""
+    for tid, sig in result.held:
+        li.detach(tid, sig)
+
+
+def kill_held(result: RestoreResult) -> None:
+    """Kill a tree restored with ``hold=True`` and collect its exit (restoring thread only)."""
+    pids = ([result.init_pid] if result.init_pid else []) + list(result.pids.values())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    # a traced group leader reports its death after its other threads have
+    # been reaped, and a namespace init after every process of its namespace:
+    # threads first, then leaders, the init last
+    def order(held: tuple[int, int]) -> int:
+        tid = held[0]
+        return 2 if tid == result.init_pid else 1 if tid in result.pids.values() else 0
+
+    for tid, _sig in sorted(result.held, key=order):
+        try:
+            os.waitpid(tid, li.WALL)
+        except ChildProcessError:
+            pass
 
 
 # --- the OS primitives ----------------------------------------------------------
@@ -434,8 +465,10 @@ class _Proc:
 
 class _Restorer:
     def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None,
-                 vdso_mode: str = "auto", ops: "InjectionOps | None" = None) -> None:
+                 vdso_mode: str = "auto", ops: "InjectionOps | None" = None, hold: bool = False) -> None:
         self.ops: InjectionOps = ops if ops is not None else _linux_ops()
+        self.hold = hold
+        self.held: list[tuple[int, int]] = []
         if vdso_mode not in ("auto", "map", "proxy"):
             raise RestoreError(f"vdso mode {vdso_mode!r} (expected auto, map or proxy)")
         self.vdso_mode = vdso_mode
@@ -445,6 +478,7 @@ class _Restorer:
         self.tty_fd = tty_fd
         self.warnings: list[str] = list(iset.warnings)
         self.created: list[int] = []  # host pids to kill on failure
+        self.thread_tids: list[int] = []  # host tids of the extra threads created
         self.seed = 0
         self.init_pid = 0
         self.procs: dict[int, _Proc] = {}
@@ -474,7 +508,8 @@ class _Restorer:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 5.0
-        for pid in reversed(self.created):
+        # threads before their leaders, processes before the namespace init
+        for pid in self.thread_tids + list(reversed(self.created)):
             try:
                 while time.monotonic() < deadline:
                     got, _ = os.waitpid(pid, li.WALL | os.WNOHANG)
@@ -544,7 +579,9 @@ class _Restorer:
             raise RestoreError(f"clone3(set_tid={pid}) failed: {os.strerror(-res.value)}")
         if res.child == 0:
             raise RestoreError(f"clone3(set_tid={pid}) returned {res.value} but no child was reported by ptrace")
-        if not flags & CLONE_THREAD:
+        if flags & CLONE_THREAD:
+            self.thread_tids.append(res.child)
+        else:
             self.created.append(res.child)
         stop = self.ops.wait_stop(res.child)
         if not stop.stopped:
@@ -1168,16 +1205,20 @@ class _Restorer:
                 init = self.init_stub
                 regs = init.inj.saved
                 assert regs is not None
-                self.ops.set_regs(init.host_tid, dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
-            # everything is in place: let it run
+                self.ops.set_regs(init.host_tid,
+                                  dataclasses.replace(regs, orig_rax=U64, rip=self.tramp + INIT_CODE_OFFSET))
+            # everything is in place: let it run (or hand it over still stopped)
             for pr in self.procs.values():
                 if pr.img.zombie_status is not None:
                     continue
                 for stt in pr.threads.values():
                     sig = stt.inj.deferred_signals[0] if stt.inj.deferred_signals else 0
-                    self.ops.detach(stt.host_tid, sig)
+                    self.held.append((stt.host_tid, sig))
             if self.init_pid:
-                self.ops.detach(self.init_pid)
+                self.held.append((self.init_pid, 0))
+            if not self.hold:
+                for tid, sig in self.held:
+                    self.ops.detach(tid, sig)
             self._drop_seed()
             self._stage("detach", t0)
         except HetmigError as err:
@@ -1196,6 +1237,7 @@ class _Restorer:
             seconds=time.perf_counter() - t_start,
             warnings=tuple(self.warnings),
             stages=dict(self.stages),
+            held=tuple(self.held) if self.hold else (),
         )
 
     def _collect_reg_paths(self) -> dict[int, str]:
@@ -1262,17 +1304,22 @@ def _pick_tty() -> int | None:
 
 
 def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns: bool = False,
-            vdso: str = "auto", ops: InjectionOps | None = None) -> RestoreResult:
+            vdso: str = "auto", ops: InjectionOps | None = None, hold: bool = False) -> RestoreResult:
     """Restore the image set in *image_dir*; return when the tree runs.
 
     The restored root process is a child of nothing the caller owns (its
     parent, the seed, is gone); callers that want its exit status set
     PR_SET_CHILD_SUBREAPER first (the CLI does without ``--detach``).
+
+    With *hold* the whole tree is handed back fully restored but still
+    stopped and traced (with EXITKILL) by the calling thread: a migration
+    agent lets it run with :func:`release` once the source is gone, or
+    kills it with :func:`kill_held`.
     """
     root_dir = os.path.realpath(root) if root else "/"
     if root and not os.path.isdir(root_dir):
         raise RestoreError(f"--root {root!r} is not a directory")
     tty = _pick_tty()
     iset = load_image_set(image_dir, root=root_dir, have_tty=tty is not None)
-    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso, ops=ops)
+    restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso, ops=ops, hold=hold)
     return restorer.run()

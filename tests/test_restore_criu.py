@@ -517,3 +517,30 @@ def test_engine_goes_through_its_injection_ops(tmp_path: Path, programs: dict[st
     check_continues(out, last)
     for needed in ("seize", "interrupt", "set_regs", "set_xstate", "write_file_ranges", "detach", "read_maps"):
         assert needed in calls, f"{needed} did not go through the ops object"
+
+
+def test_hold_then_release_or_kill(tmp_path: Path, programs: dict[str, Path], restored: list[int]) -> None:
+    """hold=True hands the tree back stopped (a migration lets it run only once the source is gone)."""
+    from capture import restore as restore_mod
+
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    wait_lines(out, 3)
+    criu_dump(proc, tmp_path / "img")
+    last = first_field(lines(out)[-1])
+    res = restore_mod.restore(tmp_path / "img", hold=True)
+    restored.append(res.root_pid)
+    assert res.held and {t for t, _ in res.held} == {res.root_pid}
+    time.sleep(0.4)
+    assert first_field(lines(out)[-1]) == last, "a held tree must not run"
+    with open(f"/proc/{res.root_pid}/stat") as fh:
+        assert fh.read().rsplit(")", 1)[1].split()[0] == "t"
+    restore_mod.release(res)
+    check_continues(out, last)
+    # and the other way: held, then killed
+    os.kill(res.root_pid, 9)
+    wait_gone([res.root_pid])
+    res2 = restore_mod.restore(tmp_path / "img", hold=True, pidns=True)
+    restored.append(res2.root_pid)
+    restore_mod.kill_held(res2)
+    wait_gone([res2.root_pid, res2.init_pid])
