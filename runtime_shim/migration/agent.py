@@ -102,7 +102,12 @@ class Agent:
                 status = {"migration_id": mdir.name, "phase": "unknown"}
             if status.get("phase") in ("done", "aborted"):  # "confirmed": the held copy died with the agent
                 continue
-            for sub in ("images", "rootfs"):
+            cid = status.get("container_id")
+            if isinstance(cid, str) and cid:
+                from runtime_shim.migration import container
+
+                container.cleanup_leftovers(cid, mdir.name)  # its isolation, if one was made
+            for sub in ("images", "rootfs", "rootfs-changes"):
                 shutil.rmtree(mdir / sub, ignore_errors=True)
             for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
                 try:

@@ -377,6 +377,32 @@ def destroy_parts(cgroups: dict[str, str], netns: str, host_veths: list[str]) ->
         _run(["ip", "netns", "delete", netns], "remove the netns", check=False)
 
 
+def isolation_name(container_id: str, migration_id: str) -> str:
+    return f"{container_id[:40]}-{migration_id[:8]}"
+
+
+def cleanup_leftovers(container_id: str, migration_id: str = "") -> list[str]:
+    """Remove cgroups and the netns of an isolation whose owner died (an agent killed
+    mid-migration); *migration_id* empty: every migration of the container. Returns
+    what was removed."""
+    prefix = isolation_name(container_id, migration_id) if migration_id else f"{container_id[:40]}-"
+    removed: list[str] = []
+    cgroups: dict[str, str] = {}
+    for ctrl in CONTROLLERS:
+        base = cgroup_root() / ctrl / "hetmig"
+        if base.is_dir():
+            for d in base.iterdir():
+                if d.name.startswith(prefix) and d.is_dir():
+                    cgroups[f"{ctrl}:{d.name}"] = str(d)
+    nets = [n for n in _run(["ip", "netns", "list"], "list netns", check=False).stdout.split()
+            if n.startswith(f"hetmig-{prefix}")]
+    destroy_parts(cgroups, "", [])
+    for n in nets:
+        _run(["ip", "netns", "delete", n], "remove the netns", check=False)
+    removed += list(cgroups.values()) + nets
+    return removed
+
+
 class EnteringOps:
     """capture.restore's injection ops whose seed enters *isolation* first."""
 

@@ -724,7 +724,7 @@ class StagingRestore:
             from runtime_shim.migration import container
 
             container.Isolation.check(container_id, spec)  # refused before any page arrives
-            self.isolation = container.Isolation(f"{container_id[:40]}-{workdir.name[:8]}", dict(spec["oci"]),
+            self.isolation = container.Isolation(container.isolation_name(container_id, workdir.name), dict(spec["oci"]),
                                                  dict(spec["observed"]))
             self.isolation.create()
         self.workdir = workdir
