@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import errno as errno_mod
 import mmap
 import os
 import resource
@@ -570,8 +571,6 @@ class _Restorer:
         addr = parent.put(args, align=8)
         res = parent.call("clone3", addr, len(args), check=False)
         if res.value < 0:
-            import errno as errno_mod
-
             if -res.value == errno_mod.EEXIST:
                 raise RestoreError(
                     f"pid {pid} is already in use on this host; restore into a new pid namespace (--pidns) or "
