@@ -506,3 +506,50 @@ def tar_rootfs(rootfs: Path, out: Path, since: float | None = None) -> int:
                 tar.add(str(p), arcname=arc, recursive=False)
                 count += 1
     return count
+
+
+def rebase_image_paths(image_dir: Path, rootfs: Path) -> int:
+    """Make the file paths of a dump container-relative.
+
+    A container restored here runs chroot-ed into its rootfs inside its own
+    mount namespace (not pivot_root-ed as under runc), so the kernel shows its
+    files - and the dump records them - with the rootfs path in front. Every
+    ``reg_file_entry.name`` under *rootfs* loses that prefix (the rootfs itself
+    becomes "/"), in place; returns how many were changed. A path outside the
+    rootfs is left as it is (the restore then refuses it by name)."""
+    from google.protobuf.message import Message
+
+    from capture.images import read_image, write_image
+
+    prefix = os.path.realpath(rootfs)
+    changed = 0
+
+    def fix(msg: Message) -> bool:
+        nonlocal changed
+        hit = False
+        if msg.DESCRIPTOR.name == "reg_file_entry":
+            name = getattr(msg, "name", "")
+            if name == prefix or name.startswith(prefix + "/"):
+                msg.name = name[len(prefix):] or "/"  # type: ignore[attr-defined]
+                changed += 1
+                hit = True
+        for fd, value in msg.ListFields():
+            if fd.message_type is None:
+                continue
+            items = value if getattr(fd, "is_repeated", False) else [value]
+            for item in items:
+                hit = fix(item) or hit
+        return hit
+
+    for path in sorted(image_dir.glob("*.img")):
+        if path.name.startswith("pages-"):
+            continue
+        try:
+            img = read_image(path)
+        except Exception:  # noqa: BLE001 - raw or unknown images carry no file entries
+            continue
+        if not img.entries:
+            continue
+        if any([fix(e) for e in img.entries]):
+            write_image(path, img)
+    return changed

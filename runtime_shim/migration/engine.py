@@ -534,6 +534,12 @@ class ManagedSource(ProcessSource):
     def rootfs_path(self) -> Path:
         return Path(str((self.record.get("isolation") or {}).get("rootfs")))
 
+    def dump_final(self, image_dir: Path) -> None:
+        from runtime_shim.migration import container
+
+        super().dump_final(image_dir)
+        container.rebase_image_paths(image_dir, self.rootfs_path())
+
     rootfs_base = RuncSource.rootfs_base
     rootfs_delta = RuncSource.rootfs_delta
 
@@ -781,13 +787,21 @@ class StagingRestore:
     def _hold(self, result: Any) -> None:
         """Stop the restored tree under ptrace (EXITKILL: if the agent dies, so does the
         copy) until the source is gone; FINISH lets it run, anything else kills it."""
+        root = int(result.root_pid)
         try:
             for pid in result.pids.values():
-                for name in os.listdir(f"/proc/{pid}/task"):
-                    tid = int(name)
-                    _ptrace_seize(tid, PTRACE_O_EXITKILL)
-                    self._held.append((tid, 0))
-                    self._held[-1] = (tid, _ptrace_stop(tid))
+                try:
+                    for name in os.listdir(f"/proc/{pid}/task"):
+                        tid = int(name)
+                        _ptrace_seize(tid, PTRACE_O_EXITKILL)
+                        self._held.append((tid, 0))
+                        self._held[-1] = (tid, _ptrace_stop(tid))
+                except (HetmigError, OSError):
+                    if pid == root:
+                        raise
+                    # a short-lived child (a shell's `sleep`) ended since the restore let
+                    # the tree run: nothing to hold
+                    self._held = [(t, sig) for t, sig in self._held if os.path.exists(f"/proc/{t}")]
         except (HetmigError, OSError) as err:
             self._kill_restored()
             raise MigrationError(f"restored tree could not be held until the source is gone: {err}") from err
