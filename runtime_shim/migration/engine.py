@@ -757,7 +757,8 @@ class StagingRestore:
         if fn is None:
             raise MigrationError("restore: capture.restore has no restore(image_dir, ...) entry point")
         if rootfs_dir is not None and self.isolation is None:
-            raise MigrationError("restore: a rootfs delta came with a plain process (no container spec)")
+            raise MigrationError("restore: a rootfs delta came with a plain process (no container spec); "
+                                 "capture.restore is only given a root file system inside a container's isolation")
         kwargs: dict[str, Any] = {"pidns": True}  # the dumped pids live on in a fresh pid namespace
         if self.isolation is not None:
             if rootfs_dir is None:
