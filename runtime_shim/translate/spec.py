@@ -99,6 +99,10 @@ def load_json_text(text: str, source: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise SpecError(source, "", f"invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from err
+    except RecursionError:
+        raise SpecError(source, "", "invalid JSON: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer beyond the interpreter's digit limit
+        raise SpecError(source, "", f"invalid JSON: {err}") from None
 
 
 def iter_uncovered(doc: Any, covered: set[Path_], prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
