@@ -27,6 +27,7 @@ _RULE_RE = re.compile(
     r"^(?P<subject>[a-z]+):(?P<id>[^:]*):(?P<resource>[a-z]+):(?P<action>[a-z0-9]+)"
     r"=(?P<amount>[0-9]+)(?P<suffix>[kKmMgGtTpPeE]?)(?:/(?P<per>[a-z]+))?$"
 )
+MAX_AMOUNT_DIGITS = 20
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
 
 
@@ -73,6 +74,9 @@ class RctlRule:
         reason = check_rctl(m["resource"], m["action"], m["per"])
         if reason:
             raise SpecError(source, path, f"rule {text!r}: {reason}")
+        if len(m["amount"]) > MAX_AMOUNT_DIGITS:  # rctl(8) amounts are 64-bit; int() refuses > 4300 digits
+            raise SpecError(source, path, f"rule {text[:60]!r}...: amount has {len(m['amount'])} digits "
+                            f"(at most {MAX_AMOUNT_DIGITS})")
         amount = int(m["amount"]) * _SUFFIX[m["suffix"].lower()]
         return cls(subject_id=m["id"], resource=m["resource"], action=m["action"], amount=amount, per=m["per"])
 
