@@ -763,6 +763,12 @@ class Dumper:
                 ve.fdflags = O_RDWR if (v.flags & MAP_SHARED and v.prot & PROT_WRITE) else 0
             e.vmas.append(ve)
             fl = page_flags(v)
+            if v.kind is VmaKind.VDSO:
+                # CRIU's should_dump_page: every [vdso] page is dumped, present
+                # or not (a forked child has not faulted them in); restore
+                # parses the dumped ELF to build its vDSO proxy
+                runs.append((v.start, (v.end - v.start) // PAGE_SIZE, fl))
+                continue
             for addr, n in self.p.present_runs(pid, v):
                 runs.append((addr, n, fl))
         e.dumpable = mm.dumpable
@@ -1123,6 +1129,7 @@ def _addr_words(addr: str) -> list[int]:
 
 
 def collect_tree(platform: Platform, pid: int, tree: bool) -> list[int]:
+    """*pid* and (with *tree*) its descendants, parents before children (a snapshot, not frozen)."""
     pids = [pid]
     if tree:
         i = 0
@@ -1131,6 +1138,62 @@ def collect_tree(platform: Platform, pid: int, tree: bool) -> list[int]:
                 if c not in pids:
                     pids.append(c)
             i += 1
+    return pids
+
+
+def _gone_or_dead(platform: Platform, p: int) -> str | None:
+    """"gone" if process *p* no longer exists, "dead" if it is a zombie, else None."""
+    try:
+        state = platform.process_info(p).state
+    except PlatformError as err:
+        if err.errno in (errno.ENOENT, errno.ESRCH):
+            return "gone"
+        raise
+    return "dead" if state in ("Z", "X") else None
+
+
+def seize_tree(platform: Platform, pid: int, tree: bool, seized: _Tree, zombies: set[int]) -> list[int]:
+    """Stop *pid* and (with *tree*) its descendants top-down, like CRIU.
+
+    A process's children are listed only once all its threads are stopped, so
+    it can fork no more and cannot reap them: a child listed then is either
+    seized or recorded as a zombie. Short-lived children of a still running
+    parent (a shell's ``sleep``) that exit and are reaped before the parent
+    stops are simply never seen. Returns the pids, parents before children.
+    """
+    pids = [pid]
+    i = 0
+    while i < len(pids):
+        p = pids[i]
+        state = _gone_or_dead(platform, p)
+        if state == "gone" and p != pid:
+            pids.pop(i)  # reaped (or auto-reaped) before we got to it
+            continue
+        if state == "gone":
+            raise CheckpointError(f"pid {pid} does not exist")
+        if state == "dead":
+            zombies.add(p)  # cannot be seized; recorded as dead
+        else:
+            try:
+                seized.seize_process(p)
+            except PlatformError as err:
+                after = _gone_or_dead(platform, p) if p != pid else None
+                if after is None:
+                    raise
+                for t in seized.seized.pop(p, []):  # it exited while being stopped
+                    try:
+                        platform.release(t)
+                    except PlatformError:
+                        pass
+                if after == "gone":
+                    pids.pop(i)
+                    continue
+                zombies.add(p)
+        if tree:
+            for c in platform.list_children(p):
+                if c not in pids:
+                    pids.append(c)
+        i += 1
     return pids
 
 
@@ -1168,21 +1231,8 @@ def dump(
     dumper = Dumper(platform, out_dir)
     t_frozen = 0.0
     try:
-        pids = collect_tree(platform, pid, tree)
         zombies: set[int] = set()
-        for p in pids:
-            if platform.process_info(p).state in ("Z", "X"):
-                zombies.add(p)  # cannot be seized; recorded as dead
-            else:
-                seized.seize_process(p)
-        if tree:  # children forked while we were stopping the parents
-            for p in collect_tree(platform, pid, tree):
-                if p not in seized.seized and p not in zombies:
-                    if platform.process_info(p).state in ("Z", "X"):
-                        zombies.add(p)
-                    else:
-                        seized.seize_process(p)
-                    pids.append(p)
+        pids = seize_tree(platform, pid, tree, seized, zombies)
         t_frozen = time.monotonic()
         own_ns = platform.namespaces(os.getpid())
         target_ns = platform.namespaces(pid)

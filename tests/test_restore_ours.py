@@ -48,17 +48,26 @@ def restored() -> Iterator[list[int]]:
     wait_gone(pids)
 
 
+def _kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the whole session *proc* leads (a pipeline's children too) after a failed dump."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def dump_ours(proc: subprocess.Popen[bytes], image_dir: Path, *, leave_running: bool = False) -> list[int]:
     """Dump with hetmig; with *leave_running* the process is SIGKILLed by the test right after."""
     try:
         res = our_dump(proc.pid, image_dir, leave_running=leave_running)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _kill_session(proc)
         pytest.fail("hetmig dump did not finish within 60 s")
     if res.returncode != 0:
-        proc.kill()
-        proc.wait()
+        _kill_session(proc)
         pytest.fail(f"hetmig dump failed ({res.returncode}): {res.stderr[-2000:]}")
     if leave_running:
         proc.kill()
@@ -198,3 +207,23 @@ def test_leave_running_dump_restored_after_the_original_is_gone(tmp_path: Path, 
     doc = restore_detached(tmp_path / "img")
     restored.append(doc["root_pid"])
     check_continues(out, last)
+
+
+def test_ours_pipeline_restored_by_real_criu(tmp_path: Path, programs: dict[str, Path],
+                                             restored: list[int]) -> None:
+    """A sh pipeline (a tree of >= 3 processes) dumped by ``hetmig checkpoint`` is restored by real
+    ``criu restore`` and continues; every process's [vdso] pages are in our images, as CRIU dumps them."""
+    require("criu")
+    out = tmp_path / "pipe.log"
+    proc = start([BUSYBOX, "sh", str(programs["pipeline.sh"]), str(out)])
+    wait_lines(out, 6)
+    pids = dump_ours(proc, tmp_path / "img")
+    assert len(pids) >= 3, f"a pipeline is a tree of at least 3 processes, image has {pids}"
+    last = first_field(lines(out)[-1])
+    res = criu("restore", "-D", str(tmp_path / "img"), "--restore-detached", "-o", "restore.log", check=False)
+    restored.extend(p for p in pids if os.path.exists(f"/proc/{p}"))
+    assert res.returncode == 0, (tmp_path / "img" / "restore.log").read_text(errors="replace")[-3000:]
+    restored.extend(pids)
+    check_continues(out, last)
+    root = pids[0]
+    assert os.getpgid(root) == root and os.getsid(root) == root
