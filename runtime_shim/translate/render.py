@@ -147,14 +147,13 @@ _TOKEN = re.compile(
 def _tokens(text: str, source: str) -> list[tuple[str, str, int]]:
     out: list[tuple[str, str, int]] = []
     pos = 0
+    line = 1  # counted as tokens pass (recounting from 0 per token was quadratic)
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            line = text.count("\n", 0, pos) + 1
             raise SpecError(source, f"line {line}", f"unexpected character {text[pos]!r}")
         kind = m.lastgroup
         assert kind is not None
-        line = text.count("\n", 0, pos) + 1
         if kind == "dq":
             out.append(("str", _unescape(m[kind][1:-1]), line))
         elif kind == "sq":
@@ -163,6 +162,7 @@ def _tokens(text: str, source: str) -> list[tuple[str, str, int]]:
             out.append(("str", m[kind], line))
         elif kind == "op":
             out.append(("op", m[kind], line))
+        line += m[0].count("\n")
         pos = m.end()
     return out
 
