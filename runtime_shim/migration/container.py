@@ -315,15 +315,25 @@ class Isolation:
             if libc.mount(f"/dev/{name}".encode(), str(target).encode(), None, MS_BIND, None) != 0:
                 raise PlatformError(f"bind mount /dev/{name} on {target} failed", errno=ctypes.get_errno())
 
-    def after_restore(self, pid: int) -> list[str]:
-        """/proc of the new pid namespace inside the rootfs; returns warnings."""
-        warnings: list[str] = []
+    def after_restore(self, pid: int) -> None:
+        """Mount /proc of the new pid namespace inside the rootfs, in the background (it
+        overlaps the confirmation round trip); :meth:`settle` collects the outcome."""
+        self._proc_mount: subprocess.Popen[bytes] | None = None
         if self.rootfs is not None and (self.rootfs / "proc").is_dir():
-            r = _run(["nsenter", "-t", str(pid), "-m", "-p", "mount", "-t", "proc", "proc",
-                      str(self.rootfs / "proc")], "mount /proc", check=False)
-            if r.returncode != 0:
-                warnings.append(f"/proc not mounted in the container: {r.stderr.strip()[:200]}")
-        return warnings
+            self._proc_mount = subprocess.Popen(
+                ["nsenter", "-t", str(pid), "-m", "-p", "mount", "-t", "proc", "proc", str(self.rootfs / "proc")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def settle(self) -> list[str]:
+        """Warnings of the background steps of :meth:`after_restore` (waits for them)."""
+        proc = getattr(self, "_proc_mount", None)
+        self._proc_mount = None
+        if proc is None:
+            return []
+        _, err = proc.communicate(timeout=30)
+        if proc.returncode != 0:
+            return [f"/proc not mounted in the container: {err.decode(errors='replace').strip()[:200]}"]
+        return []
 
     def close_fds(self) -> None:
         for fd in self._fds + ([self._net_fd] if self._net_fd >= 0 else []):
@@ -339,6 +349,10 @@ class Isolation:
 
     def destroy(self) -> None:
         """Kill whatever is left in the cgroups, remove them, the netns and the veths."""
+        try:
+            self.settle()
+        except (OSError, subprocess.SubprocessError):
+            pass
         self.close_fds()
         destroy_parts(self.cgroups, self.netns, self.host_veths)
         self.cgroups, self.netns, self.host_veths = {}, "", []

@@ -35,9 +35,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from capture.errors import HetmigError, MigrationError, PlatformError
+
+if TYPE_CHECKING:
+    from runtime_shim.migration.container import Isolation
 
 PAGE_SIZE = 4096
 Run = tuple[int, int]
@@ -482,7 +485,8 @@ class RuncSource(ProcessSource):
         """The whole rootfs, sent during pre-copy (the container runs meanwhile)."""
         from runtime_shim.migration import container
 
-        self._base_time = time.time() - 1.0  # slack: coarse timestamps of some file systems
+        # file times come from the kernel's coarse clock (up to a tick behind): 50 ms slack
+        self._base_time = time.time() - 0.05
         container.tar_rootfs(self.rootfs_path(), out)
         return True
 
@@ -715,7 +719,7 @@ class StagingRestore:
     """Collects the pre-copied memory; restoring needs capture.restore."""
 
     def __init__(self) -> None:
-        self.isolation: Any = None
+        self.isolation: Isolation | None = None
         self.container_id = ""
         self.store: PageStore | None = None
         self.workdir: Path | None = None
@@ -724,7 +728,7 @@ class StagingRestore:
         self._held: list[tuple[int, int]] = []  # (tid, signal to re-inject on release)
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
-        self.isolation: Any = None
+        self.isolation = None
         self.container_id = container_id
         if spec:
             from runtime_shim.migration import container
@@ -736,6 +740,12 @@ class StagingRestore:
         self.workdir = workdir
         self.spec = spec
         self.store = PageStore(workdir / "pages.bin")
+        try:  # imported now, not inside the downtime (tens of ms on a first import)
+            _restore_engine()
+            for mod in ("capture.platform.linux_inject", "capture.images", "proto.pagemap_pb2"):
+                importlib.import_module(mod)
+        except (MigrationError, ImportError):
+            pass  # reported by restore()
 
     def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
         assert self.store is not None
@@ -777,7 +787,7 @@ class StagingRestore:
         warnings = list(result.warnings)
         if self.isolation is not None:
             self.isolation.close_fds()
-            warnings += self.isolation.after_restore(int(result.root_pid))
+            self.isolation.after_restore(int(result.root_pid))
         self._hold(result)
         detail: dict[str, Any] = {"pids": {str(k): v for k, v in result.pids.items()}, "warnings": warnings,
                                   "restore_seconds": round(float(result.seconds), 6)}
@@ -826,6 +836,7 @@ class StagingRestore:
         self._held = []
 
     def finish(self) -> None:
+        warnings = self.isolation.settle() if self.isolation is not None else []
         held, self._held = self._held, []
         for tid, sig in held:
             try:
@@ -839,14 +850,14 @@ class StagingRestore:
             container.write_record(self.workdir.parent.parent, self.container_id, {
                 "container_id": self.container_id, "pid": int(res.root_pid), "init_pid": int(res.init_pid or 0),
                 "oci": self.spec.get("oci") or {}, "isolation": self.isolation.to_json(),
-                "migration": self.workdir.name})
+                "migration": self.workdir.name, "warnings": warnings})
         self.restored = None
         if self.store is not None:
             self.store.close()
 
     def abort(self) -> None:
         self._kill_restored()
-        if getattr(self, "isolation", None) is not None:
+        if self.isolation is not None:
             self.isolation.destroy()
         if self.store is not None:
             self.store.close()

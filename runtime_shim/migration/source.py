@@ -409,13 +409,15 @@ class Migration:
                 for path in files:
                     if path not in pages_files:
                         self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+                t = self._mark("send_images", t)
                 for path in pages_files:
                     self._send_pages_image(image_dir, path)
+                t = self._mark("pages_images", t)
                 delta = Path(tmp) / "rootfs-delta.tar"
                 if self.source.rootfs_delta(delta):
                     self._send_file(delta, delta.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
                     self.conn.recv(MsgType.ACK)
-                t = self._mark("send_images", t)
+                    t = self._mark("rootfs_changes", t)
             self.conn.send(MsgType.COMMIT, {})
             confirm = self.conn.recv(MsgType.CONFIRM)
             self._mark("restore", t)
@@ -432,6 +434,9 @@ class Migration:
         # Confirmed: the destination holds the restored copy stopped. FINISH releases
         # it; only after the agent's ACK is our copy destroyed.
         self.report.restored_pid = wire.get_int(confirm, "pid", "confirm", hi=1 << 31)
+        secs = confirm.get("restore_seconds")
+        if isinstance(secs, (int, float)):
+            self.report.cutover_ms["restore_engine"] = round(float(secs) * 1000, 3)
         outcome = self._finish()
         if outcome == "aborted":
             self._roll_back(MigrationError("the agent did not receive FINISH and dropped its copy"), False)
