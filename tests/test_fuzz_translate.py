@@ -189,6 +189,14 @@ def test_jail_conf_variable_doubling_is_bounded() -> None:
             parse_jail_conf(text, source="bomb.conf")
 
 
+def test_jail_conf_expansion_total_is_bounded() -> None:
+    """Many values each expanding one big variable: the budget is per file, not per value."""
+    text = 'www { x = "' + "A" * 60_000 + '";' + ' mount += "$x";' * 40 + " }"
+    with pytest.raises(SpecError, match="expand"):
+        with time_limit(5):
+            parse_jail_conf(text, source="wide.conf")
+
+
 def test_jail_conf_many_lines_is_linear() -> None:
     """Line numbers were recounted from the start for every token: 200k comment lines took ~100 s."""
     text = "www {\n" + "# c\n" * 200_000 + '    path = "/j";\n}\n'

@@ -172,11 +172,19 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", lambda m: table.get(m[1], m[1]), text, flags=re.DOTALL)
 
 
-def _expand(value: str, env: dict[str, str], source: str, where: str) -> str:
+MAX_EXPANDED = 1 << 20  # characters $variable expansion may add to one jail.conf, all values together
+
+
+def _expand(value: str, env: dict[str, str], source: str, where: str, budget: list[int]) -> str:
+    """Expand $name / ${name}; *budget* [characters left] is shared by the whole file."""
+
     def sub(m: re.Match[str]) -> str:
         key = m[1] or m[2]
         if key not in env:
             raise SpecError(source, where, f"variable ${key} is not defined")
+        budget[0] -= len(env[key])
+        if budget[0] < 0:  # x = "$x$x" doubles per line: refuse before it allocates 2^n
+            raise SpecError(source, where, f"expanding ${key} adds more than {MAX_EXPANDED} characters to the file")
         return env[key]
 
     return re.sub(r"\$\{([^}]+)\}|\$([A-Za-z_][A-Za-z0-9_.]*)", sub, value).replace("\x00DOLLAR\x00", "$")
@@ -244,9 +252,10 @@ def _plan_from_statements(
 ) -> JailPlan:
     raw: dict[str, list[str] | str | bool] = {}
     env: dict[str, str] = {"name": name}
+    budget = [MAX_EXPANDED]
     for key, op, values, line in statements:
         where = f"{name}.{key} (line {line})"
-        texts = [v if k == "lit" else _expand(v, env, source, where) for k, v in values]
+        texts = [v if k == "lit" else _expand(v, env, source, where, budget) for k, v in values]
         if op == "flag":
             base = key
             head, _, last = key.rpartition(".")
