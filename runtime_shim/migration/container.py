@@ -39,6 +39,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,6 +177,72 @@ def _limits_from_spec(spec: dict[str, Any], observed: dict[str, str]) -> dict[st
     return out
 
 
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+_MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
+
+
+def _check_observed(container_id: str, obs: dict[str, Any]) -> None:
+    """Every value the peer sent that ends up in an ``ip`` argv or a cgroup file is
+    checked for its shape first (no option injection, no odd strings)."""
+    import ipaddress
+
+    where = f"container {container_id}: begin.spec.observed"
+
+    def bad(field: str, value: Any, expected: str) -> MigrationError:
+        return MigrationError(f"{where}.{field}={value!r:.100} is invalid (expected {expected})")
+
+    host = obs.get("hostname", "")
+    if not isinstance(host, str) or (host and not _HOSTNAME_RE.fullmatch(host)):
+        raise bad("hostname", host, "a host name")
+    ifaces = obs.get("interfaces") or []
+    if not isinstance(ifaces, list) or len(ifaces) > 16:
+        raise bad("interfaces", ifaces, "a list of at most 16 interfaces")
+    for i, iface in enumerate(ifaces):
+        if not isinstance(iface, dict):
+            raise bad(f"interfaces[{i}]", iface, "an object")
+        name = iface.get("name")
+        if not isinstance(name, str) or not _IFNAME_RE.fullmatch(name):
+            raise bad(f"interfaces[{i}].name", name, "an interface name")
+        mac = iface.get("mac", "")
+        if not isinstance(mac, str) or (mac and not _MAC_RE.fullmatch(mac)):
+            raise bad(f"interfaces[{i}].mac", mac, "a MAC address")
+        mtu = iface.get("mtu", 1500)
+        if not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+            raise bad(f"interfaces[{i}].mtu", mtu, "68..65535")
+        for key in ("addrs", "peer_addrs"):
+            addrs = iface.get(key) or []
+            if not isinstance(addrs, list) or len(addrs) > 16:
+                raise bad(f"interfaces[{i}].{key}", addrs, "a list of at most 16 addresses")
+            for a in addrs:
+                try:
+                    ipaddress.IPv4Interface(str(a))
+                except ValueError:
+                    raise bad(f"interfaces[{i}].{key}", a, "an IPv4 address/prefix") from None
+    routes = obs.get("routes") or []
+    if not isinstance(routes, list) or len(routes) > 64:
+        raise bad("routes", routes, "a list of at most 64 routes")
+    for i, r in enumerate(routes):
+        if not isinstance(r, dict):
+            raise bad(f"routes[{i}]", r, "an object")
+        try:
+            if r.get("dst") != "default":
+                ipaddress.IPv4Network(str(r.get("dst")), strict=False)
+            ipaddress.IPv4Address(str(r.get("gateway")))
+        except ValueError:
+            raise bad(f"routes[{i}]", r, "dst 'default' or a network, gateway an address") from None
+        if not isinstance(r.get("dev"), str) or not _IFNAME_RE.fullmatch(str(r.get("dev"))):
+            raise bad(f"routes[{i}].dev", r.get("dev"), "an interface name")
+    limits = obs.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise bad("limits", limits, "an object")
+    for k, v in limits.items():
+        if k not in {n for names in LIMIT_FILES.values() for n in names}:
+            raise bad(f"limits.{k}", v, "one of " + ", ".join(n for ns in LIMIT_FILES.values() for n in ns))
+        if not isinstance(v, str) or not re.fullmatch(r"-?[0-9]{1,20}|max", v):
+            raise bad(f"limits.{k}", v, "a number or 'max'")
+
+
 @dataclass
 class Isolation:
     """The destination's copy of a container's isolation (see the module docstring)."""
@@ -201,6 +268,7 @@ class Isolation:
             if isinstance(ns, dict) and ns.get("type") == "user":
                 raise MigrationError(f"container {container_id}: user namespaces are not recreated (spec "
                                      "linux.namespaces has type=user)")
+        _check_observed(container_id, obs)
         for iface in obs.get("interfaces") or []:
             if not isinstance(iface, dict) or iface.get("kind") != "veth":
                 raise MigrationError(f"container {container_id}: interface {iface!r:.200} is not a veth; only "
