@@ -80,6 +80,8 @@ def loads(text: str, source: str) -> Any:
         raise BadInputError(f"{source}: not JSON (syntax error at character {err.value})") from None
     except ValueError as err:
         raise BadInputError(f"{source}: not JSON ({err})") from None
+    except RecursionError:
+        raise BadInputError(f"{source}: not JSON (nested too deeply)") from None
     if end != len(doc):
         raise BadInputError(f"{source}: not JSON (extra data at character {end})")
     return value
