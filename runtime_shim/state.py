@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # typing costs import time on the hook's hot path
 DEFAULT_STATE_DIR = "/run/hetmig"
 STATE_DIR_ENV = "HETMIG_STATE_DIR"
 RECORD_VERSION = 1
-MAX_ID_LEN = 254
+MAX_ID_LEN = 255 - len(".translation.json")  # the longest file name made from an id fits NAME_MAX
 _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _ID_REST = _ID_FIRST | frozenset("_.+-")
 
@@ -348,7 +348,7 @@ def check_id(container_id: str) -> str:
     ):
         raise BadInputError(
             f"container id {container_id!r} is not valid "
-            "(expected [A-Za-z0-9][A-Za-z0-9_.+-]*, at most 254 characters)"
+            f"(expected [A-Za-z0-9][A-Za-z0-9_.+-]*, at most {MAX_ID_LEN} characters)"
         )
     return container_id
 

@@ -148,3 +148,19 @@ def test_hook_process_deep_nesting(tmp_path: Path) -> None:
         assert res.returncode == EXIT_BAD_INPUT, res.stderr
         assert res.stderr.startswith("hetmig-hook: stdin: OCI state: not JSON") and res.stderr.count("\n") == 1
     assert listing(tmp_path) == set()
+
+
+def test_longest_valid_id_fits_a_file_name(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id of 254 characters once passed check_id and then failed with ENAMETOOLONG (OSError)."""
+    from runtime_shim.state import MAX_ID_LEN
+
+    longest = {**REAL_STATE, "id": "a" * MAX_ID_LEN}
+    with time_limit():
+        assert main(["--translate", "lazy", "createRuntime"], io.StringIO(json.dumps(longest))) == EXIT_OK
+    assert (sandbox.state / "containers" / f"{'a' * MAX_ID_LEN}.json").is_file()
+    from runtime_shim.state import StateDir, Translation
+
+    assert StateDir(sandbox.state).write_translation("a" * MAX_ID_LEN, Translation("pending"))
+    sandbox.check()
+    too_long = {**REAL_STATE, "id": "a" * (MAX_ID_LEN + 1)}
+    assert sandbox.run(["createRuntime"], io.StringIO(json.dumps(too_long)), capsys) == EXIT_BAD_INPUT
