@@ -7,8 +7,10 @@ rlimit type, loss path) and adds new ones. Every file is checked against
 ``mapping.schema.json`` (JSON Schema draft 2020-12) and against the FreeBSD
 facts (jail parameter names and types, RCTL resource/action compatibility).
 
-Refuses: unreadable files, YAML syntax errors, schema violations and
-FreeBSD-impossible rules, each with :class:`MappingError` naming the file,
+Refuses: unreadable files, YAML syntax errors, files over MAX_MAPPING_BYTES,
+documents over MAX_NODES values (YAML aliases counted where used: alias
+bombs), nested over MAX_DEPTH or holding integers beyond 64 bits, schema
+violations and FreeBSD-impossible rules, each with :class:`MappingError` naming the file,
 the YAML path of the bad entry (``resources[3].rctl.action``) and the reason.
 It never touches the OS beyond reading the files it is given.
 """
@@ -28,6 +30,9 @@ from capture.errors import MappingError
 
 SHIPPED_FILES: tuple[str, ...] = ("default.yaml",)
 SCHEMA_FILE = "mapping.schema.json"
+MAX_MAPPING_BYTES = 1 << 20  # default.yaml is ~10 KiB
+MAX_NODES = 100_000  # values in one file counted through aliases (a billion-laughs bomb is 10**9)
+MAX_DEPTH = 64  # nesting of one file (default.yaml: 6)
 
 ParamValue = str | int | bool
 
@@ -187,6 +192,8 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
 
     source = str(path)
     try:
+        if Path(path).stat().st_size > MAX_MAPPING_BYTES:
+            raise MappingError(source, "", f"larger than {MAX_MAPPING_BYTES} bytes (not a mapping file)")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise MappingError(source, "", f"cannot read mapping file: {err.strerror or err}") from err
@@ -200,10 +207,38 @@ def read_mapping_file(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
         raise MappingError(source, "", f"invalid YAML{where}: {problem}") from err
+    except (ValueError, RecursionError) as err:  # an int beyond the digit limit; nesting beyond the stack
+        raise MappingError(source, "", f"invalid YAML: {type(err).__name__}: {str(err)[:200]}") from None
+    _check_size(data, source)
     if not isinstance(data, dict):
         raise MappingError(source, "", f"top level must be a mapping, got {type(data).__name__}")
     check_mapping_data(data, source)
     return data
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse more than MAX_NODES values (aliases counted each time they are used), MAX_DEPTH nesting
+    or integers beyond 64 bits.
+
+    Runs before the schema check: jsonschema would walk an alias bomb's 10**9
+    nodes (and print them in its message).
+    """
+    budget = MAX_NODES
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise MappingError(source, "", f"more than {MAX_NODES} nodes (counting YAML aliases where used)")
+        if depth > MAX_DEPTH:
+            raise MappingError(source, "", f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node)
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+        elif isinstance(node, int) and node.bit_length() > 64:  # repr() of a 5000-digit int raises ValueError
+            raise MappingError(source, "", f"integer of {node.bit_length()} bits (at most 64)")
 
 
 def check_mapping_data(data: Mapping[str, Any], source: str) -> None:
