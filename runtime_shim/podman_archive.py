@@ -246,8 +246,10 @@ def _import_into(archive: Path, root: Path) -> ImportResult:
 def _load_json(path: Path, archive: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadInputError(f"{archive}: {path.name} is not JSON ({err})") from None
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError: JSONDecodeError, int over the digit limit
+        raise BadInputError(f"{archive}: {path.name} is not JSON ({str(err)[:200]})") from None
+    except RecursionError:
+        raise BadInputError(f"{archive}: {path.name} is not JSON (nested too deeply)") from None
 
 
 _MTYPE_ARCH = {"X86_64": "x86_64", "ARM": "arm", "AARCH64": "aarch64", "PPC64": "ppc64le", "S390": "s390x",
