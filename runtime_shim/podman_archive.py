@@ -30,6 +30,7 @@ itself needs ``config.dump``.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -128,7 +129,13 @@ def _open_tar(archive: Path) -> tuple[tarfile.TarFile, subprocess.Popen[bytes] |
             raise PlatformError(f"{archive}: zstd-compressed and the zstd program is not installed")
         proc = subprocess.Popen([zstd, "-q", "-dc", str(archive)], stdout=subprocess.PIPE)
         assert proc.stdout is not None
-        return tarfile.open(fileobj=proc.stdout, mode="r|"), proc, comp
+        try:
+            return tarfile.open(fileobj=proc.stdout, mode="r|"), proc, comp
+        except tarfile.TarError as err:  # zstd wrote nothing usable (corrupt or cut input)
+            proc.stdout.close()
+            proc.kill()
+            proc.wait()
+            raise BadInputError(f"{archive}: not a zstd-compressed tar archive ({err})") from None
     try:
         if comp is Compression.GZIP:
             return tarfile.open(str(archive), mode="r|gz"), None, comp
@@ -202,21 +209,30 @@ def _import_into(archive: Path, root: Path) -> ImportResult:
             dest_rel = _dest_for(rel)
             if dest_rel is None:
                 continue
+            if dest_rel.parts[0] in (HETMIG_JSON, f".{HETMIG_JSON}.tmp"):
+                raise BadInputError(f"{archive}: member {member.name!r} would land on {dest_rel} (hetmig's own file)")
             dest = root.joinpath(*dest_rel.parts)
             # parents are directories we created ourselves: no symlink can be on the way
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True, mode=0o755)
-                continue
-            if member.size > MAX_MEMBER_BYTES:
-                raise BadInputError(f"{archive}: member {member.name!r} is {member.size} bytes (limit {MAX_MEMBER_BYTES})")
-            dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            src = tar.extractfile(member)
-            if src is None:
-                raise BadInputError(f"{archive}: member {member.name!r} has no data")
             try:
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True, mode=0o755)
+                    continue
+                if member.size > MAX_MEMBER_BYTES:
+                    raise BadInputError(
+                        f"{archive}: member {member.name!r} is {member.size} bytes (limit {MAX_MEMBER_BYTES})")
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                src = tar.extractfile(member)
+                if src is None:
+                    raise BadInputError(f"{archive}: member {member.name!r} has no data")
                 _write_member(src, dest, member.size)
             except FileExistsError:
                 raise BadInputError(f"{archive}: member {member.name!r} appears twice") from None
+            except (NotADirectoryError, IsADirectoryError):  # a file where a directory was, or the other way
+                raise BadInputError(f"{archive}: member {member.name!r} collides with an earlier member") from None
+            except OSError as err:
+                if err.errno == errno.ENAMETOOLONG:
+                    raise BadInputError(f"{archive}: member {member.name[:80]!r}...: name too long") from None
+                raise PlatformError(f"{archive}: cannot extract member {member.name!r}", errno=err.errno) from err
             os.chmod(dest, member.mode & 0o755 | 0o600)
             written.append(str(dest_rel))
     except tarfile.TarError as err:
