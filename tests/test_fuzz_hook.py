@@ -41,7 +41,7 @@ REAL_STATE: dict[str, Any] = {
     "bundle": "/var/lib/containers/storage/overlay-containers/fuzz-c1/userdata",
     "annotations": {"io.container.manager": "libpod", "org.opencontainers.image.stopSignal": "15"},
 }
-STAGE_ARGS = st.one_of(st.just([]), st.sampled_from(STAGES).map(lambda s: [s]), st.text(max_size=10).filter(lambda s: s not in ("-h", "--help")).map(lambda s: [s]))  # help exits 0 by design
+STAGE_ARGS: st.SearchStrategy[list[str]] = st.one_of(st.just([]), st.sampled_from(STAGES).map(lambda s: [s]), st.text(max_size=10).filter(lambda s: s not in ("-h", "--help")).map(lambda s: [s]))  # help exits 0 by design
 RECORD = re.compile(r"^containers(/[A-Za-z0-9][A-Za-z0-9_.+-]*(\.translation)?\.json)?$")
 
 
