@@ -28,6 +28,14 @@ own one contiguous half of ``pages-N.img``; the copy runs in the background
 while descriptors and threads are read, and the dump waits for it before
 anything is released or killed.
 
+Incremental final dump (live migration; keyword-only, off by default):
+``skip_pages={pid: [(addr, pages), ...]}`` names pages the destination
+already holds unchanged; they are recorded in the pagemap as ``PE_PARENT``
+(CRIU's flag for pages in the parent image set) without reading them, so the
+dump reads and writes only the dirty and never-sent pages;
+``parent_images=DIR`` writes the ``parent`` symlink ``criu restore`` follows
+to find them. See :func:`dump`.
+
 Success without ``leave_running`` kills the tree. Any failure releases every
 seized thread untouched (running, never left stopped), removes the images
 this dump wrote, and raises :class:`capture.errors.CheckpointError`.
@@ -53,7 +61,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from capture.errors import CheckpointError, HetmigError, PlatformError
 from capture.platform.base import (
@@ -87,6 +95,7 @@ VMA_ANON_SHARED = 1 << 8
 VMA_ANON_PRIVATE = 1 << 9
 VMA_AREA_VVAR = 1 << 12
 
+PE_PARENT = 1 << 0
 PE_LAZY = 1 << 1
 PE_PRESENT = 1 << 2
 
@@ -126,6 +135,8 @@ class DumpResult:
     seconds: float
     frozen_seconds: float
     killed: bool
+    #: pages recorded as PE_PARENT (``skip_pages``): in the pagemap, not read, not written
+    parent_pages: int = 0
 
     def as_json(self) -> str:
         return json.dumps(
@@ -138,6 +149,7 @@ class DumpResult:
                 "seconds": round(self.seconds, 6),
                 "frozen_seconds": round(self.frozen_seconds, 6),
                 "killed": self.killed,
+                "parent_pages": self.parent_pages,
             }
         )
 
@@ -318,6 +330,64 @@ def merge_runs(runs: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int
     return out
 
 
+def normalize_page_set(runs: Iterable[tuple[int, int]], what: str) -> list[tuple[int, int]]:
+    """Sorted, merged (address, pages) runs; refuses unaligned, empty or negative runs."""
+    out: list[tuple[int, int]] = []
+    for addr, n in sorted(runs):
+        if addr % PAGE_SIZE or n <= 0 or addr < 0:
+            raise CheckpointError(f"{what}: run 0x{addr:x}+{n} pages is not page aligned or is empty "
+                                  f"(expected a page-aligned address and a positive page count)")
+        if out and out[-1][0] + out[-1][1] * PAGE_SIZE >= addr:
+            end = max(out[-1][0] + out[-1][1] * PAGE_SIZE, addr + n * PAGE_SIZE)
+            out[-1] = (out[-1][0], (end - out[-1][0]) // PAGE_SIZE)
+        else:
+            out.append((addr, n))
+    return out
+
+
+def _cut(runs: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """(address, pages) runs without the pages in [start, end)."""
+    out: list[tuple[int, int]] = []
+    for a, n in runs:
+        e = a + n * PAGE_SIZE
+        if e <= start or a >= end:
+            out.append((a, n))
+            continue
+        if a < start:
+            out.append((a, (start - a) // PAGE_SIZE))
+        if e > end:
+            out.append((end, (e - end) // PAGE_SIZE))
+    return out
+
+
+def split_parent(runs: Sequence[tuple[int, int, int]], skip: Sequence[tuple[int, int]]
+                 ) -> list[tuple[int, int, int]]:
+    """Cut address-ordered (addr, pages, flags) runs by the normalized *skip* runs.
+
+    Pages inside *skip* become ``PE_PARENT`` runs (CRIU's flag for pages an
+    incremental dump leaves in the parent image set: recorded, not dumped);
+    the others keep their flags. A run's ``PE_LAZY``/``PE_PRESENT`` bits are
+    dropped on its parent pieces, as CRIU writes parent holes. Returns merged
+    runs in address order.
+    """
+    out: list[tuple[int, int, int]] = []
+    k = 0
+    for addr, n, fl in runs:
+        end = addr + n * PAGE_SIZE
+        a = addr
+        while a < end:
+            while k < len(skip) and skip[k][0] + skip[k][1] * PAGE_SIZE <= a:
+                k += 1
+            if k < len(skip) and skip[k][0] <= a:
+                stop = min(end, skip[k][0] + skip[k][1] * PAGE_SIZE)
+                out.append((a, (stop - a) // PAGE_SIZE, PE_PARENT))
+            else:
+                stop = min(end, skip[k][0]) if k < len(skip) else end
+                out.append((a, (stop - a) // PAGE_SIZE, fl))
+            a = stop
+    return merge_runs(out)
+
+
 DELETED = " (deleted)"
 #: largest unlinked file whose contents are dumped (CRIU's default --ghost-limit)
 GHOST_LIMIT = 1 << 20
@@ -416,7 +486,10 @@ class _Tree:
 class Dumper:
     """One dump of one tree into one directory."""
 
-    def __init__(self, platform: Platform, images_dir: Path) -> None:
+    def __init__(self, platform: Platform, images_dir: Path,
+                 skip_pages: dict[int, list[tuple[int, int]]] | None = None) -> None:
+        self.skip_pages: dict[int, list[tuple[int, int]]] = skip_pages or {}
+        self.parent_pages = 0
         self.p = platform
         self.out = _Images(images_dir)
         self.ids = _Ids()
@@ -774,7 +847,15 @@ class Dumper:
         e.dumpable = mm.dumpable
         e.thp_disabled = mm.thp_disabled
         self.out.write(f"mm-{self.v(pid)}.img", [e])
-        self._write_pages(pid, merge_runs(runs))
+        merged = merge_runs(runs)
+        skip = self.skip_pages.get(pid)
+        for v in vmas:  # [vdso] pages are always dumped (restore parses them)
+            if skip and v.kind is VmaKind.VDSO:
+                skip = _cut(skip, v.start, v.end)
+        if skip:
+            merged = split_parent(merged, skip)
+            self.parent_pages += sum(n for _, n, fl in merged if fl & PE_PARENT)
+        self._write_pages(pid, merged)
 
     def _write_pages(self, pid: int, runs: list[tuple[int, int, int]]) -> None:
         pm_pb = _pb("pagemap_pb2")
@@ -786,6 +867,7 @@ class Dumper:
             pe = pm_pb.pagemap_entry()
             pe.vaddr, pe.nr_pages, pe.flags = addr, n, fl
             entries.append(pe)
+        runs = [r for r in runs if r[2] & PE_PRESENT]  # PE_PARENT runs have no data here
         total = sum(n for _, n, _ in runs) * PAGE_SIZE
         path = self.out.raw_path(f"pages-{self.pages_id}.img")
         self.finish_copy()  # one tree member's pages at a time
@@ -1204,8 +1286,29 @@ def dump(
     leave_running: bool = False,
     tree: bool = False,
     platform: Platform | None = None,
+    skip_pages: Mapping[int, Iterable[tuple[int, int]]] | None = None,
+    parent_images: str | os.PathLike[str] | None = None,
 ) -> DumpResult:
-    """Dump process *pid* (and with *tree* its subtree) into *images_dir*."""
+    """Dump process *pid* (and with *tree* its subtree) into *images_dir*.
+
+    Incremental (final) dump, both keyword-only and off by default:
+
+    - *skip_pages* maps a host pid of the tree to (address, pages) runs whose
+      current contents the destination already holds (sent earlier and not
+      written since: the caller passes "sent minus dirty"). Pages the dump
+      would write that lie in those runs are recorded in ``pagemap-PID.img``
+      with CRIU's ``PE_PARENT`` flag and are neither read from the process
+      nor written to ``pages-N.img``; every other page (dirty, never sent)
+      is dumped as usual. Pages in a run that are no longer present are not
+      recorded at all (they read as zero after restore, as in CRIU).
+      ``[vdso]`` pages are always dumped. Pids not in the map dump fully.
+    - *parent_images*, when given, is written as the ``parent`` symlink in
+      *images_dir* (CRIU's ``--prev-images-dir``: relative paths are relative
+      to *images_dir*), so that ``criu restore`` finds the PE_PARENT pages.
+    """
+    skip_map: dict[int, list[tuple[int, int]]] = {}
+    for p, runs in (skip_pages or {}).items():
+        skip_map[p] = normalize_page_set(runs, f"skip_pages[{p}]")
     if platform is None:
         from capture.platform import get_platform
 
@@ -1228,7 +1331,7 @@ def dump(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     seized = _Tree(platform)
-    dumper = Dumper(platform, out_dir)
+    dumper = Dumper(platform, out_dir, skip_map)
     t_frozen = 0.0
     try:
         zombies: set[int] = set()
@@ -1268,6 +1371,11 @@ def dump(
             dumper.dump_process(p, info, seized.seized[p], own_ns)
         dumper.finish_copy()
         dumper.write_shared(pid, pstree, own_ns, target_ns)
+        if parent_images is not None:
+            link = dumper.out.raw_path("parent")
+            if link.is_symlink():
+                link.unlink()
+            os.symlink(os.fspath(parent_images), link)
     except BaseException as err:
         dumper.finish_copy(raise_errors=False)  # never release while our readers still run
         seized.release_all()
@@ -1292,5 +1400,5 @@ def dump(
     return DumpResult(
         pids=tuple(pids), threads=dumper.threads, pages=dumper.total_pages,
         images=tuple(sorted(set(dumper.out.written))), seconds=time.monotonic() - t0,
-        frozen_seconds=frozen, killed=killed,
+        frozen_seconds=frozen, killed=killed, parent_pages=dumper.parent_pages,
     )

@@ -552,6 +552,10 @@ class LinuxPlatform:
 
     def features(self) -> frozenset[Feature]:
         self._xstate_layout()  # callers ask this first: do the CPUID work before anything is stopped
+        # and load python-ptrace now: importing it on the first seize would
+        # run while the tree is stopped and the page readers need the CPU
+        import ptrace.binding.func  # type: ignore[import-untyped]  # noqa: F401
+        import ptrace.error  # noqa: F401
         return frozenset(Feature)
 
     # -- discovery -----------------------------------------------------
