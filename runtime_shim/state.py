@@ -534,8 +534,10 @@ def translate_bundle(bundle: str, name: str) -> Translation:
             spec = json.load(fh)
     except OSError as err:
         return Translation(TranslationState.FAILED, error=f"{config}: cannot read: {err.strerror}")
-    except json.JSONDecodeError as err:
-        return Translation(TranslationState.FAILED, error=f"{config}: not JSON: {err}")
+    except ValueError as err:  # JSONDecodeError, not UTF-8, an integer over the digit limit
+        return Translation(TranslationState.FAILED, error=f"{config}: not JSON: {str(err)[:200]}")
+    except RecursionError:
+        return Translation(TranslationState.FAILED, error=f"{config}: not JSON: nested too deeply")
     try:
         from runtime_shim import translate
     except ImportError as err:

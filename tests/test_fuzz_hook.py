@@ -164,3 +164,44 @@ def test_longest_valid_id_fits_a_file_name(sandbox: Sandbox, capsys: pytest.Capt
     sandbox.check()
     too_long = {**REAL_STATE, "id": "a" * (MAX_ID_LEN + 1)}
     assert sandbox.run(["createRuntime"], io.StringIO(json.dumps(too_long)), capsys) == EXIT_BAD_INPUT
+
+
+def _sync_with_config(sandbox: Sandbox, capsys: pytest.CaptureFixture[str], config: bytes) -> str:
+    """createRuntime --translate sync on a bundle whose config.json is *config*; the stored translation state."""
+    from runtime_shim.state import StateDir
+
+    bundle = sandbox.parent / "bundle"
+    bundle.mkdir(exist_ok=True)
+    (bundle / "config.json").write_bytes(config)
+    sandbox.outside = listing(sandbox.parent)
+    state = json.dumps({**REAL_STATE, "bundle": str(bundle)})
+    with time_limit():
+        code = main(["--translate", "sync", "createRuntime"], io.StringIO(state))
+    err = capsys.readouterr().err
+    assert code == EXIT_OK, err
+    translation = StateDir(sandbox.state).load("fuzz-c1").translation
+    sandbox.check()
+    assert translation.state in ("ok", "failed") and (translation.state == "ok" or translation.error)
+    return translation.state
+
+
+@pytest.mark.parametrize(
+    "config",
+    [nested_json(200_000).encode(), b'{"ociVersion": ' + b"9" * 5000 + b"}", b"\xff\xfe{}", b"{", b"[]"],
+    ids=["deep", "5000-digits", "not-utf8", "truncated", "list"],
+)
+def test_sync_translation_of_hostile_config_is_recorded_as_failed(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture[str], config: bytes
+) -> None:
+    """The bundle's config.json is input too: a bad one is a FAILED translation, never a traceback in the hook."""
+    assert _sync_with_config(sandbox, capsys, config) == "failed"
+
+
+@FUZZ
+@given(data=st.data())
+def test_sync_translation_of_mutated_config(sandbox: Sandbox, capsys: pytest.CaptureFixture[str],
+                                            data: st.DataObject) -> None:
+    base = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["sh"], "cwd": "/"},
+            "hostname": "h", "linux": {"namespaces": [{"type": "pid"}], "resources": {"memory": {"limit": 1 << 20}}}}
+    raw = data.draw(st.one_of(st.binary(max_size=200), mutated_docs(base).map(lambda d: json.dumps(d).encode())))
+    _sync_with_config(sandbox, capsys, raw)
