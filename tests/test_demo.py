@@ -36,7 +36,48 @@ def test_demo_json_end_to_end() -> None:
     assert "jail:counter:maxproc:deny=64" in r.stdout and "host.hostname = \"counter\";" in r.stdout
     assert "migrating counter-" in r.stderr
     cid = result["container"]
-    assert set(netns.list_netns()) <= before_ns  # the demo's namespaces are gone
+    demo_ns = {n for n in netns.list_netns() if n.startswith("hetmig-demo-")}
+    assert demo_ns <= before_ns  # the demo's namespaces are gone
+    for ctrl in container.CONTROLLERS:
+        base = container.cgroup_root() / ctrl / "hetmig"
+        assert not (base.is_dir() and [d for d in base.iterdir() if d.name.startswith(cid)])
+    assert cid not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_demo_interrupted_cleans_up() -> None:
+    """Ctrl-C in the middle (the agent is up, the migration starts): exit 130, nothing left."""
+    import glob
+    import signal
+    import time
+
+    for tool in ("runc", "ip", "nsenter", "ping"):
+        require(tool)
+    before_ns = set(netns.list_netns())
+    before_tmp = set(glob.glob("/tmp/hetmig-lab-*"))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime_shim.cli", "demo", "--memory-mib", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+            if "migrating counter-" in line:
+                break
+        cid = next(ln.split()[2] for ln in lines if "runs under runc" in ln)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, "".join(lines) + err
+    assert "cleaned up" in err
+    assert {n for n in netns.list_netns() if n.startswith("hetmig-demo-")} <= before_ns
+    assert set(glob.glob("/tmp/hetmig-lab-*")) <= before_tmp
     for ctrl in container.CONTROLLERS:
         base = container.cgroup_root() / ctrl / "hetmig"
         assert not (base.is_dir() and [d for d in base.iterdir() if d.name.startswith(cid)])

@@ -163,17 +163,41 @@ class ProcessSource:
         from capture.dirty import TrackerKind, make_tracker
 
         prefer = TrackerKind(self.tracker_kind) if self.tracker_kind else None
-        # a signal arriving during the injected userfaultfd setup (a shell's SIGCHLD
-        # when its `sleep` ends) makes one attempt fail cleanly: try again
+        if self.tree and prefer is not TrackerKind.HASH:
+            # a container: its children run, end and signal the init. The userfaultfd is
+            # set up by injection while the whole tree is held in our ptrace freeze (no
+            # pending signal, no child ending meanwhile): a signal in the middle of the
+            # injection would fail it half-way and could leave the uffd open in the target
+            self._tracker = self._uffd_in_freeze(prefer)
+        if self._tracker is None:
+            self._tracker = make_tracker(self.pid, prefer=prefer)
+        self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+
+    def _uffd_in_freeze(self, prefer: Any) -> Any:
+        from capture.dirty import TrackerUnavailable, UffdWpTracker
+
         for attempt in range(5):
+            self.freeze()
             try:
-                self._tracker = make_tracker(self.pid, prefer=prefer)
-                break
-            except HetmigError:
+                tracker = UffdWpTracker(self.pid)
+                tracker.hold(True)
+                tracker.start()
+                tracker.hold(False)
+                return tracker
+            except (TrackerUnavailable, ImportError):
+                if prefer is not None:
+                    raise
+                return None  # the hash fallback
+            except PlatformError:
+                # a thread caught in a signal-delivery stop fails the injection before the
+                # syscall runs; a uffd left behind would fail the final dump by name (and
+                # roll back), never silently
                 if attempt == 4:
                     raise
-                time.sleep(0.01)
-        self._mem = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                self.thaw()
+            time.sleep(0.005)
+        return None
 
     @property
     def tracker_name(self) -> str:
@@ -278,21 +302,26 @@ class ProcessSource:
             self._held = []
             try:
                 pids = _descendants(self.pid) if self.tree else [self.pid]
+                # each thread is stopped right after it is seized: a failure later on (a
+                # child that ended) must find every held thread stopped, or detaching it
+                # fails and it stays traced by us
                 for pid in pids:
                     for tid in plat.list_threads(pid):
                         plat.seize(tid)
                         self._held.append(tid)
-                for tid in self._held:
-                    plat.interrupt(tid)
+                        plat.interrupt(tid)
             except PlatformError as err:
                 self.thaw()
                 if self.tree and attempt < 49:  # a child ended while being seized
                     time.sleep(0.002)
                     continue
                 raise MigrationError(f"cannot freeze pid {self.pid}: {err}") from err
-            # a signal pending while frozen (a shell's SIGCHLD) cannot go into the images:
-            # let it be handled and freeze again (writes meanwhile are still tracked)
-            if not self.tree or not any(_pending_signals(tid) for tid in self._held):
+            # a signal pending while frozen (a shell's SIGCHLD) cannot go into the images,
+            # nor can a child forked while our userfaultfd sat in its parent and not yet
+            # exec'd (it holds a copy): let them run on and freeze again (writes meanwhile
+            # are still tracked)
+            if not self.tree or not (any(_pending_signals(tid) for tid in self._held)
+                                     or any(_holds_uffd(p) for p in pids if p != self.pid)):
                 break
             self.thaw()
             time.sleep(0.002)
@@ -313,6 +342,7 @@ class ProcessSource:
                 plat.release(tid)
             except PlatformError:
                 pass
+        _reap_dead_tracees(self._held)
         self._held = []
         self._frozen = False
 
@@ -389,6 +419,29 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _holds_uffd(pid: int) -> bool:
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[userfaultfd]":
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        return False
+    return False
+
+
+def _reap_dead_tracees(tids: Sequence[int]) -> None:
+    """A traced process that ended stays a zombie for its tracer: reap those of *tids*
+    (non-blocking) so that their real parent sees them end."""
+    for tid in tids:
+        try:
+            os.waitpid(tid, 0x40000000 | os.WNOHANG)  # __WALL
+        except ChildProcessError:
+            pass
 
 
 def _pending_signals(tid: int) -> bool:
