@@ -12,14 +12,19 @@ Implementations here:
     freezing is SIGSTOP/SIGCONT. The final dump needs ``capture.dump``; while
     that engine is absent, :meth:`ProcessSource.dump_final` raises
     MigrationError and the migration rolls back (the process is thawed).
-  * :class:`RuncSource` (a runc container id): pre-copy of its init process,
-    ptrace freeze, final dump of the whole tree. The agent refuses to restore
-    it until restoring into the container's isolation is wired (never a
-    container without its namespaces and cgroup limits).
+  * :class:`RuncSource` (a runc container id): config.json + the observed
+    isolation as the spec, pre-copy of its init process, the rootfs during
+    pre-copy and its changes at cut-over, ptrace freeze of the whole tree,
+    final dump of the tree; destroyed with ``runc kill`` + ``runc delete``.
+  * :class:`ManagedSource` (``--agent-state DIR``): a container an agent
+    restored on this host, migrated on the same way; destroyed with its
+    cgroups, netns and rootfs.
   * :class:`StagingRestore` (the agent's default): stores every page in a
     per-migration page store (``pages.bin`` + index), so that the restore
-    engine finds the memory already in place at cut-over. ``restore`` needs
-    ``capture.restore``; while absent it raises MigrationError naming it.
+    engine finds the memory already in place at cut-over; for a container it
+    makes the isolation at BEGIN (:mod:`runtime_shim.migration.container`)
+    and restores into it. ``restore`` needs ``capture.restore``; while absent
+    it raises MigrationError naming it.
 
 Nothing here pretends: every step that lacks its engine fails loudly.
 """
