@@ -11,6 +11,7 @@ see tests/test_fuzz_support.py (HETMIG_FUZZ_EXAMPLES).
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -256,3 +257,13 @@ def test_cli_writes_nothing(tmp_path: Path, runc_spec: dict[str, Any], capsys: p
     assert hetmig_main(["translate", "--to", "oci", "--jail-conf", str(conf)]) == 0
     assert listing(tmp_path) == before
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("direction", [["--to", "freebsd", "--name", "fz"], ["--to", "oci"]])
+def test_stdin_not_utf8_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                direction: list[str]) -> None:
+    """`-` reads stdin; under a strict UTF-8 locale undecodable bytes must still be bad input."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\xff{}"), encoding="utf-8", errors="strict"))
+    with time_limit():
+        code = hetmig_main(["translate", *direction, "-"])
+    assert code == EXIT_BAD_INPUT and "Traceback" not in capsys.readouterr().err

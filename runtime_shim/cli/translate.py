@@ -75,7 +75,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _read(path: str) -> str:
     if path == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError as err:  # a strict UTF-8 locale
+            raise SpecError("<stdin>", "", f"not UTF-8 text: {err}") from err
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as err:
