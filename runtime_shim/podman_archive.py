@@ -183,7 +183,10 @@ def import_archive(archive: Path, directory: Path) -> ImportResult:
             raise BadInputError(f"-D {directory}: exists and is not a directory")
         if any(directory.iterdir()):
             raise BadInputError(f"-D {directory}: not empty")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"-D {directory}: cannot create it ({err.strerror})") from None
     root = directory.resolve()
     try:
         return _import_into(archive, root)

@@ -215,3 +215,14 @@ def test_zstd_archives(sandbox: Sandbox, case: str) -> None:
     elif case == "cut":
         comp = comp[: len(comp) // 2]
     assert sandbox.run(comp) == "BadInputError"
+
+
+@pytest.mark.parametrize("where", ["file/sub", "/proc/hetmig-no-such-dir"], ids=["below-a-file", "uncreatable"])
+def test_uncreatable_target_is_bad_input(sandbox: Sandbox, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    """-D below a regular file or in /proc escaped as NotADirectoryError / FileNotFoundError."""
+    (sandbox.parent / "file").write_text("x")
+    sandbox.archive.write_bytes(build_tar(BASE))
+    target = where if where.startswith("/") else str(sandbox.parent / where)
+    with time_limit():
+        assert hetmig_main(["import", str(sandbox.archive), "-D", target]) == 2
+    assert "cannot create it" in capsys.readouterr().err
