@@ -934,7 +934,7 @@ class _Restorer:
                 continue
             if rs > start or re_ < end:
                 return None
-            with open(img.pages_file, "rb") as fh:
+            with open(run.pages_file or img.pages_file, "rb") as fh:
                 fh.seek(run.file_offset + (start - rs))
                 chunks.append(fh.read(end - start))
         return b"".join(chunks) if chunks else None
@@ -942,19 +942,20 @@ class _Restorer:
     def _write_pages(self, pr: _Proc) -> None:
         img = pr.img
         skip = [(v.start, v.end) for v in img.vmas if v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL)]
-        segments: list[tuple[int, int, int]] = []
+        by_file: dict[str, list[tuple[int, int, int]]] = {}
         for run in img.page_runs:
             lo, hi = run.vaddr, run.vaddr + run.nr_pages * PAGE
             if any(not (hi <= s or lo >= e) for s, e in skip):
                 continue
-            segments.append((run.file_offset, lo, hi - lo))
-        if not segments:
-            return
-        fd = os.open(img.pages_file, os.O_RDONLY)
-        try:
-            self.ops.write_file_ranges(pr.host_pid, fd, segments)
-        finally:
-            os.close(fd)
+            # parent runs (incremental image sets) name their own pages file
+            by_file.setdefault(run.pages_file or img.pages_file, []).append((run.file_offset, lo, hi - lo))
+        for path, segments in by_file.items():
+            segments.sort()
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                self.ops.write_file_ranges(pr.host_pid, fd, segments)
+            finally:
+                os.close(fd)
 
     def _set_mm_map(self, pr: _Proc) -> None:
         mm = pr.img.mm

@@ -17,9 +17,16 @@ Refused with :class:`capture.errors.RestoreRefusedError` (valid, but not
 restorable by this engine): descriptor kinds other than regular files,
 directories, device nodes opened by path (``/dev/null``), pipes and
 inherited terminals (the message names kind, fd and pid); anonymous shared
-memory, SysV IPC, socket, AIO and memfd mappings; incremental images
-(pages in a parent image); compat (32-bit) tasks; seccomp; zombie or
-stopped tasks; a mapped file whose size or build-id differs from the image.
+memory, SysV IPC, socket, AIO and memfd mappings; compat (32-bit) tasks;
+seccomp; zombie or stopped tasks; a mapped file whose size or build-id
+differs from the image.
+
+Incremental image sets (pagemap entries flagged ``PE_PARENT``, as
+``criu dump --prev-images-dir`` and ``capture.dump(skip_pages=...)`` write
+them) are resolved through the ``parent`` directory links, up to
+:data:`MAX_PARENT_DEPTH` levels; each :class:`PageRun` then names the pages
+file holding its data. A PE_PARENT page without data up the chain, or a
+missing ``parent`` link, is an :class:`capture.errors.ImageError`.
 """
 
 from __future__ import annotations
@@ -107,11 +114,90 @@ def fd_kind_name(kind: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PageRun:
-    """A run of dumped pages: where they go and where they are in the pages file."""
+    """A run of dumped pages: where they go and where they are in the pages file.
+
+    *pages_file* is set for pages an incremental dump left in a parent image
+    set (``PE_PARENT``, resolved through the ``parent`` symlinks); empty
+    means the process's own :attr:`ProcessImage.pages_file`.
+    """
 
     vaddr: int
     nr_pages: int
     file_offset: int
+    pages_file: str = ""
+
+
+#: longest chain of ``parent`` image sets an incremental dump may point through
+MAX_PARENT_DEPTH: Final = 32
+
+
+def parent_page_runs(directory: Path, pid: int, depth: int = 1) -> list[PageRun]:
+    """Every page with data for *pid* in the parent image set of *directory*.
+
+    Follows ``directory/parent`` (CRIU's incremental-dump link) and that
+    set's own PE_PARENT entries further up; each returned run names its
+    pages file. Refuses a missing or looping chain and runs whose data is
+    not in the file.
+    """
+    link = directory / "parent"
+    if depth > MAX_PARENT_DEPTH:
+        raise ImageError(str(link), f"more than {MAX_PARENT_DEPTH} parent image sets (a loop?)")
+    if not link.is_dir():
+        raise ImageError(str(link), "pagemap has PE_PARENT pages but there is no parent image directory")
+    d = link.resolve()
+    src = str(d / f"pagemap-{pid}.img")
+    pm = _read(d, f"pagemap-{pid}.img")
+    if not pm.entries:
+        raise ImageError(src, "no pagemap head")
+    pages_file = d / f"pages-{pm.entries[0].pages_id}.img"
+    try:
+        size = pages_file.stat().st_size
+    except OSError as err:
+        raise ImageError(str(pages_file), f"cannot stat pages file: {err.strerror}") from err
+    out: list[PageRun] = []
+    up: list[PageRun] | None = None
+    offset = 0
+    for i, pe in enumerate(pm.entries[1:], start=1):
+        flags = pe.flags if pe.HasField("flags") else PE_PRESENT
+        if pe.HasField("in_parent") and pe.in_parent:
+            flags |= PE_PARENT
+        if pe.vaddr % PAGE or pe.nr_pages <= 0 or pe.vaddr + pe.nr_pages * PAGE > TASK_SIZE:
+            raise ImageError(src, f"page run 0x{pe.vaddr:x}+{pe.nr_pages} not page aligned, empty or outside "
+                             f"user space", entry=i)
+        if flags & PE_PARENT:
+            if up is None:
+                up = parent_page_runs(d, pid, depth + 1)
+            out.extend(cover_from_parent(up, pe.vaddr, pe.nr_pages, src, i))
+        elif flags & PE_PRESENT:
+            if offset + pe.nr_pages * PAGE > size:
+                raise ImageError(str(pages_file), f"pagemap entry {i} needs bytes up to "
+                                 f"{offset + pe.nr_pages * PAGE}, file has {size}")
+            out.append(PageRun(pe.vaddr, pe.nr_pages, offset, str(pages_file)))
+            offset += pe.nr_pages * PAGE
+    out.sort(key=lambda r: r.vaddr)
+    return out
+
+
+def cover_from_parent(parent: Sequence[PageRun], vaddr: int, nr_pages: int, source: str,
+                      entry: int) -> list[PageRun]:
+    """The pieces of address-sorted *parent* runs holding pages vaddr..+nr_pages; all must be there."""
+    out: list[PageRun] = []
+    a, end = vaddr, vaddr + nr_pages * PAGE
+    for r in parent:
+        rs, re_ = r.vaddr, r.vaddr + r.nr_pages * PAGE
+        if re_ <= a or rs >= end:
+            continue
+        if rs > a:
+            break
+        stop = min(end, re_)
+        out.append(PageRun(a, (stop - a) // PAGE, r.file_offset + (a - rs), r.pages_file))
+        a = stop
+        if a >= end:
+            break
+    if a < end:
+        raise ImageError(source, f"PE_PARENT page 0x{a:x} (run 0x{vaddr:x}+{nr_pages}) has no data in the "
+                         f"parent image sets", entry=entry)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +620,7 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
         except OSError as err:
             raise ImageError(str(pages_file), f"cannot stat pages file: {err.strerror}") from err
         runs: list[PageRun] = []
+        parent_runs: list[PageRun] | None = None
         offset = 0
         restorable = [v for v in vmas if not v.status & VMA_AREA_VSYSCALL]
         vi = 0
@@ -542,9 +629,6 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
             flags = pe.flags if pe.HasField("flags") else PE_PRESENT
             if pe.HasField("in_parent") and pe.in_parent:
                 flags |= PE_PARENT
-            if flags & PE_PARENT:
-                raise RestoreRefusedError(f"{src_pm}: entry {i} has pages in a parent image (incremental dumps "
-                                          f"are not restorable yet)")
             if pe.vaddr % PAGE or pe.nr_pages <= 0:
                 raise ImageError(src_pm, f"page run 0x{pe.vaddr:x}+{pe.nr_pages} not page aligned or empty",
                                  entry=i)
@@ -562,7 +646,11 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
                     raise ImageError(src_pm, f"page 0x{addr:x} (run 0x{pe.vaddr:x}+{pe.nr_pages}) lies outside "
                                      f"every VMA of pid {pid}", entry=i)
                 addr = min(end, restorable[vi].end)
-            if flags & PE_PRESENT:
+            if flags & PE_PARENT:
+                if parent_runs is None:
+                    parent_runs = parent_page_runs(d, pid)
+                runs.extend(cover_from_parent(parent_runs, pe.vaddr, pe.nr_pages, src_pm, i))
+            elif flags & PE_PRESENT:
                 if offset + pe.nr_pages * PAGE > pages_size:
                     raise ImageError(str(pages_file), f"pagemap entry {i} needs bytes up to "
                                      f"{offset + pe.nr_pages * PAGE}, file has {pages_size}")

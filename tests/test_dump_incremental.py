@@ -225,3 +225,66 @@ def test_incremental_dump_restored_by_real_criu_from_parent(tmp_path: Path, prog
     assert r.returncode == 0, (tmp_path / "b" / "restore.log").read_text(errors="replace")[-3000:]
     os.kill(pid, signal.SIGCONT)  # dumped stopped, restored stopped
     check_continues(out, last)
+
+
+class HeldPlatform:
+    """The real platform, except that threads the test already holds stopped are not seized again."""
+
+    def __init__(self, held: set[int]) -> None:
+        self.inner = get_platform()
+        self.held = held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def seize(self, tid: int) -> None:
+        if tid not in self.held:
+            self.inner.seize(tid)
+
+    def interrupt(self, tid: int) -> None:
+        if tid not in self.held:
+            self.inner.interrupt(tid)
+
+
+def test_incremental_dump_restored_by_hetmig_from_parent(tmp_path: Path, programs: dict[str, Path],
+                                                         restored: list[int]) -> None:
+    """Same chain, restored by our restore (held with ptrace by the test instead of SIGSTOP)."""
+    from tests.programs.harness import restore_detached
+
+    plat = get_platform()
+    out = tmp_path / "count.log"
+    proc = start([str(programs["counter"]), str(out)])
+    pid = proc.pid
+    try:
+        wait_lines(out, 3)
+        dump(pid, tmp_path / "a", leave_running=True)
+        wait_lines(out, len(lines(out)) + 3)
+        plat.seize(pid)
+        plat.interrupt(pid)
+        sent = present_data(tmp_path / "a", pid)
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+        try:
+            clean = [(a, 1) for a, data in sorted(sent.items()) if os.pread(fd, PAGE, a) == data]
+        finally:
+            os.close(fd)
+        assert 0 < len(clean) < len(sent)
+        res = dump(pid, tmp_path / "b", platform=HeldPlatform({pid}),  # killed after the dump
+                   skip_pages={pid: clean}, parent_images=str(tmp_path / "a"))
+        assert res.killed and 0 < res.parent_pages <= len(clean)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    last = first_field(lines(out)[-1])
+    # without its parent the set is refused before anything is created
+    from capture.errors import ImageError
+    from capture.restore_checks import load_image_set
+
+    (tmp_path / "b" / "parent").rename(tmp_path / "b-parent")
+    with pytest.raises(ImageError, match="no parent image directory"):
+        load_image_set(tmp_path / "b")
+    (tmp_path / "b-parent").rename(tmp_path / "b" / "parent")
+    doc = restore_detached(tmp_path / "b")
+    restored.append(doc["root_pid"])
+    check_continues(out, last)
