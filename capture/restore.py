@@ -39,6 +39,44 @@ place:
 5. Every thread gets its registers (incl. fs/gs base) and xsave area; then
    all are detached at once.
 
+Incremental image sets (a final dump made with ``capture.dump(skip_pages=...,
+parent_images=...)`` or ``criu dump --prev-images-dir``) restore like full
+ones: PE_PARENT pages are read from the parent set's pages file
+(:mod:`capture.restore_checks` resolves the chain).
+
+NOT IMPLEMENTED -- design note for the incremental restore *target* (issue 6
+item 4: downtime must not grow with memory size). Nothing below exists yet;
+the migration must keep using :func:`restore` on a complete image set.
+
+- API (keyword-only, off unless used): ``prepare_incremental(image_dir, *,
+  root, pidns, vdso, ops) -> IncrementalTarget`` from a *preliminary* image
+  set (pre-copy round 1); ``target.write_pages(pid, runs, data)`` while the
+  source still runs (``runs`` = (address, pages) in image pids, ``data`` the
+  concatenated pages: straight ``process_vm_writev`` into the held stub, no
+  pages file on the destination); ``target.cut_over(final_dir) ->
+  RestoreResult`` (same ``hold`` semantics as :func:`restore`);
+  ``target.abort()`` kills the stubs.
+- prepare: seed + trampoline as today; processes created from the
+  preliminary pstree (clone3 set_tid, sessions, groups) but *without*
+  descriptors; per process ``_unmap_all``, vDSO placement, every VMA mapped
+  writable (prot fixed at cut-over), preliminary pages written. All stubs
+  stay stopped and traced (EXITKILL).
+- cut_over(final): ``load_image_set(final)`` (its ``parent`` = the
+  preliminary set, so PE_PARENT pages are already in the stubs and are not
+  written again). Compatibility check, refusing with RestoreRefusedError so
+  the caller falls back to a full :func:`restore` (after ``abort()``): the
+  pstree must be identical (pids, parents, pgid/sid); a file-backed VMA must
+  be unchanged (start, end, flags, file, pgoff); anonymous VMAs may appear,
+  vanish, grow or shrink (mmap/munmap/mremap injected). Sent pages missing
+  from the final pagemap get ``MADV_DONTNEED``. Then today's steps in
+  order: final pages (PE_PRESENT runs only), mprotect to the final
+  protections, descriptors (the root opens every description; the others
+  take theirs with ``pidfd_getfd`` from the root, since they were forked
+  before any descriptor existed, so shared descriptions stay shared),
+  ``_set_mm_map``, ``restore_task``, threads, registers, hold/detach.
+- What the dump side already provides: ``skip_pages`` (PE_PARENT, pages not
+  read) so the final dump reads and writes only the dirty pages.
+
 Any failure kills every process created so far (they are traced with
 ``PTRACE_O_EXITKILL`` too) and raises :class:`capture.errors.RestoreError`;
 the image directory is only ever read. Everything refusable is refused by
