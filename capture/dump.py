@@ -23,8 +23,8 @@ a container (only their ids; ``utsns`` is written).
 
 Every image is written through :mod:`capture.images`; pages are read with
 large vectored reads (``process_vm_readv``) into small cache-resident buffers
-and written with ``pwrite`` in file order, by two reader threads that each
-own one contiguous half of ``pages-N.img``; the copy runs in the background
+and written with ``pwrite`` in file order, by two reader threads that take
+16 MiB pieces of ``pages-N.img`` from one queue; the copy runs in the background
 while descriptors and threads are read, and the dump waits for it before
 anything is released or killed.
 
@@ -118,6 +118,8 @@ EINTR = 4
 
 #: bytes one reader copies per vectored read + pwrite (fits in the CPU cache)
 CHUNK = 1 << 20
+#: bytes of the pages file per piece of work the reader threads share
+JOB = 16 << 20
 #: threads copying one window (process_vm_readv releases the GIL)
 READERS = min(2, os.cpu_count() or 1)
 
@@ -905,53 +907,56 @@ class Dumper:
             raise self.copy_errors[0]
 
     def _read_runs_into(self, pid: int, fd: int, runs: list[tuple[int, int, int]], total: int) -> None:
-        """Copy every run into the pages file at its offset, sequentially per reader.
+        """Copy every run into the pages file at its offset.
 
-        READERS threads each take a contiguous share of the file; each reads
-        up to CHUNK bytes of runs with one vectored read into its own small
-        (cache-resident) buffer and writes them with one pwrite. Full-page
-        writes let the page cache skip zeroing, and the copy releases the GIL.
+        The file is cut into JOB-byte pieces (in file order) that READERS
+        threads take from one shared queue, so a reader the scheduler
+        delays on a loaded machine does not leave the other idle at the
+        end; each piece is copied with vectored reads of up to CHUNK bytes
+        into a small (cache-resident) buffer and one pwrite per read. Full
+        page writes let the page cache skip zeroing; the copy releases the GIL.
         """
         if total == 0:
             return
         readers = READERS if total >= 8 << 20 else 1
-        share = -(-total // readers // PAGE_SIZE) * PAGE_SIZE
-        shares: list[list[tuple[int, int, int]]] = [[] for _ in range(readers)]
+        jobs: list[list[tuple[int, int, int]]] = [[]]
         fo = 0
         for a, n, _ in runs:
             ln = n * PAGE_SIZE
             while ln:
-                k = min(fo // share, readers - 1)
-                end = share * (k + 1) if k < readers - 1 else total
-                take = min(ln, end - fo)
-                shares[k].append((a, take, fo))
+                room = JOB - fo % JOB
+                take = min(ln, room)
+                jobs[-1].append((a, take, fo))
                 a, ln, fo = a + take, ln - take, fo + take
+                if fo % JOB == 0 and fo < total:
+                    jobs.append([])
+        queue = iter([j for j in jobs if j])  # next() on a list iterator is atomic under the GIL
         errors: list[BaseException] = []
 
-        def work(part: list[tuple[int, int, int]]) -> None:
+        def work() -> None:
             try:
-                self._copy_share(pid, fd, part)
+                self._copy_share(pid, fd, (seg for job in queue if not errors for seg in job))
             except BaseException as err:  # re-raised in the calling thread
                 errors.append(err)
 
         import threading
 
-        threads = [threading.Thread(target=work, args=(part,)) for part in shares[1:] if part]
+        threads = [threading.Thread(target=work) for _ in range(readers - 1)]
         for t in threads:
             t.start()
-        work(shares[0])
+        work()
         for t in threads:
             t.join()
         if errors:
             raise errors[0]
 
-    def _copy_share(self, pid: int, fd: int, part: list[tuple[int, int, int]]) -> None:
-        """Copy (address, length, file offset) segments, CHUNK bytes per read+pwrite."""
+    def _copy_share(self, pid: int, fd: int, part: Iterable[tuple[int, int, int]]) -> None:
+        """Copy (address, length, file offset) segments, CHUNK bytes per read+pwrite, one buffer."""
         buf = mmap.mmap(-1, CHUNK)
         mv = memoryview(buf)
         iov: list[tuple[int, int]] = []
         filled = 0
-        start = part[0][2] if part else 0
+        start = 0
 
         def flush() -> None:
             with mv[:filled] as view:
@@ -968,7 +973,9 @@ class Dumper:
                 while ln:
                     if filled == CHUNK or (iov and fo != start + filled):
                         flush()
-                        iov, filled, start = [], 0, fo
+                        iov, filled = [], 0
+                    if not iov:
+                        start = fo
                     take = min(ln, CHUNK - filled)
                     iov.append((a, take))
                     filled += take

@@ -308,8 +308,19 @@ time.sleep(1000)
 """
 
 
-def test_page_contents_and_holes(spawn: list[subprocess.Popen[bytes]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("job", [None, 1 << 20], ids=["default", "1MiB-jobs"])
+def test_page_contents_and_holes(spawn: list[subprocess.Popen[bytes]], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch, job: int | None) -> None:
+    """Every page lands at its pagemap offset; with 1 MiB jobs and 256 KiB reads, the two readers
+    share many pieces that start and end inside runs."""
     import struct
+
+    import capture.dump
+
+    if job is not None:
+        monkeypatch.setattr(capture.dump, "JOB", job)
+        monkeypatch.setattr(capture.dump, "CHUNK", 256 << 10)
+        monkeypatch.setattr(capture.dump, "READERS", 2)
 
     p = subprocess.Popen([sys.executable, "-c", PATTERN_PY], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
