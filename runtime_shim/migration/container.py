@@ -333,12 +333,23 @@ class Isolation:
                 _run([*ns, "addr", "add", str(addr), "dev", str(iface["name"])], "set the container's address")
             for addr in iface.get("peer_addrs") or []:
                 _run(["ip", "addr", "add", str(addr), "dev", host_end], "set the gateway address")
-            _run([*ns, "link", "set", str(iface["name"]), "up"], "bring up the container's interface")
-            _run(["ip", "link", "set", host_end, "up"], "bring up the host end")
-        for r in self.observed.get("routes") or []:
-            _run([*ns, "route", "add", str(r["dst"]), "via", str(r["gateway"]), "dev", str(r["dev"])],
-                 "add a route", check=False)
+        # the links stay down until the restore (activate): the address must not answer
+        # here while the container still runs on the source, nor after an agent died
         self._net_fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY | os.O_CLOEXEC)
+
+    def activate(self) -> None:
+        """Bring the veth ends up and add the routes (at cut-over, just before the restore):
+        one ``ip -batch`` per side."""
+        inside = [f"link set {iface['name']} up" for iface in self.observed.get("interfaces") or []]
+        inside += [f"route add {r['dst']} via {r['gateway']} dev {r['dev']}"
+                   for r in self.observed.get("routes") or []]
+        outside = [f"link set {veth} up" for veth in self.host_veths]
+        for argv, cmds in ((["ip", "-n", self.netns, "-batch", "-"], inside), (["ip", "-batch", "-"], outside)):
+            if not cmds:
+                continue
+            proc = subprocess.run(argv, input="\n".join(cmds) + "\n", capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0:
+                raise PlatformError("bring up the container's network", command=argv, stderr=proc.stderr)
 
     def enter(self) -> None:
         """In the restore seed (a fresh fork), before the pid namespace is made."""

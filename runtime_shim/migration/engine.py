@@ -394,20 +394,7 @@ class ProcessSource:
                 os.kill(tid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        # WNOHANG rounds, any order: a pid-namespace init only ends after its (traced,
-        # killed) children were reaped by us
-        remaining = set(held)
-        deadline = time.monotonic() + 10.0
-        while remaining and time.monotonic() < deadline:
-            for tid in list(remaining):
-                try:
-                    got, _ = os.waitpid(tid, 0x40000000 | os.WNOHANG)  # __WALL
-                except ChildProcessError:
-                    got = tid
-                if got == tid:
-                    remaining.discard(tid)
-            if remaining:
-                time.sleep(0.002)
+        _reap_all(held)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -437,6 +424,24 @@ def _holds_uffd(pid: int) -> bool:
     except OSError:
         return False
     return False
+
+
+def _reap_all(tids: Sequence[int], timeout: float = 10.0) -> None:
+    """Collect our killed tracees *tids*: WNOHANG rounds in any order (a pid-namespace
+    init only ends after its traced, killed children were reaped by us; waiting for
+    it first would block forever)."""
+    remaining = set(tids)
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        for tid in list(remaining):
+            try:
+                got, _ = os.waitpid(tid, 0x40000000 | os.WNOHANG)  # __WALL
+            except ChildProcessError:
+                got = tid
+            if got == tid:
+                remaining.discard(tid)
+        if remaining:
+            time.sleep(0.002)
 
 
 def _reap_dead_tracees(tids: Sequence[int]) -> None:
@@ -836,6 +841,7 @@ class StagingRestore:
             from runtime_shim.migration import container
 
             self.isolation.set_rootfs(rootfs_dir)
+            self.isolation.activate()
             kwargs.update(root=str(rootfs_dir), ops=container.EnteringOps(linux_inject, self.isolation))
         try:
             result = fn(str(image_dir), **kwargs)
@@ -886,11 +892,7 @@ class StagingRestore:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for tid, _sig in self._held:
-            try:
-                os.waitpid(tid, 0x40000000)  # __WALL: collect our tracee
-            except ChildProcessError:
-                pass
+        _reap_all([tid for tid, _sig in self._held])
         self._held = []
 
     def finish(self) -> None:
