@@ -37,6 +37,9 @@ def _assert_nothing_left(lab_: Lab) -> None:
     for ctrl in container.CONTROLLERS:
         base = container.cgroup_root() / ctrl / "hetmig"
         assert not (base.is_dir() and [d for d in base.iterdir() if d.name.startswith(lab_.cid)])
+    for ctrl in container.CONTROLLERS:  # the shared parent is removed with its last child
+        base = container.cgroup_root() / ctrl / "hetmig"
+        assert not base.exists() or [d for d in base.iterdir() if d.is_dir()]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert lab_.cid not in ps and str(lab_.tmp) not in ps
 

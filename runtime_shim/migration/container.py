@@ -464,6 +464,11 @@ def destroy_parts(cgroups: dict[str, str], netns: str, host_veths: list[str]) ->
                 break
             except OSError:
                 time.sleep(0.02)
+    for d in cgroups.values():  # the shared "hetmig" parent goes with its last child
+        try:
+            os.rmdir(os.path.dirname(d))
+        except OSError:
+            pass
     for veth in host_veths:
         _run(["ip", "link", "del", veth], "remove a veth", check=False)
     if netns:
