@@ -874,9 +874,6 @@ class Dumper:
         path = self.out.raw_path(f"pages-{self.pages_id}.img")
         self.finish_copy()  # one tree member's pages at a time
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        prealloc = getattr(self.p, "preallocate", None)
-        if prealloc is not None and total:
-            prealloc(fd, total)  # blocks reserved up front: the copy only fills them
 
         def job() -> None:
             try:

@@ -186,8 +186,6 @@ _libc.process_vm_readv.argtypes = [
 _libc.process_vm_readv.restype = ctypes.c_ssize_t
 _libc.process_vm_writev.argtypes = _libc.process_vm_readv.argtypes
 _libc.process_vm_writev.restype = ctypes.c_ssize_t
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-_libc.fallocate.restype = ctypes.c_int
 _libc.tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
 _libc.tee.restype = ctypes.c_ssize_t
 _libc.syscall.restype = ctypes.c_long
@@ -988,15 +986,6 @@ class LinuxPlatform:
         finally:
             os.close(fd)
         return runs
-
-    def preallocate(self, fd: int, size: int) -> bool:
-        """Reserve *size* bytes of the file *fd* with fallocate(2) (mode 0) before it is written.
-
-        Optional (the dump uses it when a platform has it): the pages file is
-        then written into reserved blocks. Never emulated with zero writes
-        (glibc's posix_fallocate would); False where the file system refuses.
-        """
-        return size <= 0 or _libc.fallocate(fd, 0, 0, size) == 0
 
     def read_memory_into(self, pid: int, iov: Sequence[tuple[int, int]], buf: memoryview) -> int:
         total = sum(n for _, n in iov)
