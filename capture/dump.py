@@ -58,7 +58,6 @@ import stat
 import struct
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -1127,6 +1126,8 @@ class Dumper:
         inv.lsmtype = inv_pb.NO_LSM
         inv.network_lock_method = 0
         inv.plugins_entry.SetInParent()
+        import uuid  # only here: importing it costs the CLI a few ms at start
+
         inv.dump_criu_run_id = str(uuid.uuid4())
         self.out.write("inventory.img", [inv])
         self.out.write("pstree.img", pstree)

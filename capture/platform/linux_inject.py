@@ -32,11 +32,9 @@ the errno. It only knows x86_64 (other machines are refused on first use).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as errno_mod
 import mmap
 import os
-import platform as host_platform
 import signal
 import struct
 from dataclasses import dataclass, field
@@ -133,8 +131,8 @@ class _RseqConfig(ctypes.Structure):
 
 
 def _load_libc() -> ctypes.CDLL:
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    lib = ctypes.CDLL(name, use_errno=True)
+    # the C library the interpreter itself runs on (no ctypes.util lookup at import)
+    lib = ctypes.CDLL(None, use_errno=True)
     lib.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
     lib.ptrace.restype = ctypes.c_long
     lib.process_vm_writev.argtypes = [
@@ -158,7 +156,7 @@ def libc() -> ctypes.CDLL:
     """The C library, loaded once (refuses anything but x86_64)."""
     global _libc
     if _libc is None:
-        machine = host_platform.machine()
+        machine = os.uname().machine
         if machine not in ("x86_64", "amd64"):
             raise PlatformError(f"ptrace injection supports x86_64 only, this host is {machine!r}")
         _libc = _load_libc()
