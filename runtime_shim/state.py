@@ -515,6 +515,17 @@ def _loss_text(loss: Any) -> str:
     return str(loss)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (records store finite numbers only)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} overflows a float (records store finite numbers only)")
+    return value
+
+
 def translate_bundle(bundle: str, name: str) -> Translation:
     """Translate the OCI spec in *bundle*/config.json to FreeBSD (jail + RCTL).
 
@@ -531,7 +542,7 @@ def translate_bundle(bundle: str, name: str) -> Translation:
     config = os.path.join(bundle, "config.json")
     try:
         with open(config, encoding="utf-8") as fh:
-            spec = json.load(fh)
+            spec = json.load(fh, parse_constant=_no_constant, parse_float=_finite_float)
     except OSError as err:
         return Translation(TranslationState.FAILED, error=f"{config}: cannot read: {err.strerror}")
     except ValueError as err:  # JSONDecodeError, not UTF-8, an integer over the digit limit

@@ -187,8 +187,10 @@ def _sync_with_config(sandbox: Sandbox, capsys: pytest.CaptureFixture[str], conf
 
 @pytest.mark.parametrize(
     "config",
-    [nested_json(200_000).encode(), b'{"ociVersion": ' + b"9" * 5000 + b"}", b"\xff\xfe{}", b"{", b"[]"],
-    ids=["deep", "5000-digits", "not-utf8", "truncated", "list"],
+    [nested_json(200_000).encode(), b'{"ociVersion": ' + b"9" * 5000 + b"}", b"\xff\xfe{}", b"{", b"[]",
+     b'{"ociVersion": "1.0.2", "root": {"path": "r"}, "x": {"y": Infinity}}',
+     b'{"ociVersion": "1.0.2", "root": {"path": "r"}, "x": [1e999]}'],
+    ids=["deep", "5000-digits", "not-utf8", "truncated", "list", "infinity-in-a-loss", "float-overflow-in-a-loss"],
 )
 def test_sync_translation_of_hostile_config_is_recorded_as_failed(
     sandbox: Sandbox, capsys: pytest.CaptureFixture[str], config: bytes
