@@ -1204,16 +1204,25 @@ class LinuxPlatform:
         out: list[SigAction] = []
         buf_addr = self._scratch(tid, 32)
         raw = bytearray(32)
-        for sig in range(1, 65):
-            if sig in (9, 19):
-                out.append(SigAction(signo=sig, handler=0, flags=0, restorer=0, mask=0))
-                continue
-            r = self._inject_syscall(pid, tid, SYS_RT_SIGACTION, sig, 0, buf_addr, 8)
-            if r < 0:
-                raise PlatformError(f"rt_sigaction({sig}) in pid {pid} failed", errno=-r)
-            self.read_memory_into(pid, [(buf_addr, 32)], memoryview(raw))
-            handler, flags, restorer, mask = struct.unpack("<QQQQ", raw)
-            out.append(SigAction(signo=sig, handler=handler, flags=flags, restorer=restorer, mask=mask))
+        if pid not in self._syscall_insn:
+            self._syscall_insn[pid] = linux_inject.find_syscall_insn(pid)
+        # one injector for all 62 calls: registers saved once and put back once
+        inj = linux_inject.Injector(tid, self._syscall_insn[pid], keep_regs=True)
+        try:
+            for sig in range(1, 65):
+                if sig in (9, 19):
+                    out.append(SigAction(signo=sig, handler=0, flags=0, restorer=0, mask=0))
+                    continue
+                r = inj(SYS_RT_SIGACTION, sig, 0, buf_addr, 8, check=False)
+                if r < 0:
+                    raise PlatformError(f"rt_sigaction({sig}) in pid {pid} failed", errno=-r)
+                self.read_memory_into(pid, [(buf_addr, 32)], memoryview(raw))
+                handler, flags, restorer, mask = struct.unpack("<QQQQ", raw)
+                out.append(SigAction(signo=sig, handler=handler, flags=flags, restorer=restorer, mask=mask))
+        finally:
+            inj.restore()
+            for sig in inj.deferred_signals:  # not lost: sent to the thread again
+                _libc.syscall(SYS_TGKILL, pid, tid, sig)
         return tuple(out)
 
     def sigaltstack(self, tid: int) -> SigAltStack:
