@@ -288,22 +288,52 @@ def translate_spec(spec: dict[str, Any], name: str, bundle: str | None = None) -
     return {"state": "ok", "plan": doc, "loss_count": len(losses), "strict_ok": not losses}
 
 
+MAX_HETMIG_JSON_BYTES = 16 << 20
+_IMAGE_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
 def verify_checksums(image_dir: Path) -> dict[str, Any]:
-    """Load hetmig.json and check every listed image; ImageError-like BadInputError on mismatch."""
+    """Load hetmig.json and check every listed image (BadInputError on any mismatch).
+
+    hetmig.json is input: it is size-bounded, must be UTF-8 JSON of bounded
+    depth, and its ``checksums`` may only name plain files directly inside
+    *image_dir*; nothing outside
+    is ever opened or hashed: names are relative paths whose components are
+    [A-Za-z0-9._-] (not ``.`` or ``..``) and that resolve inside *image_dir*.
+    """
     path = image_dir / HETMIG_JSON
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_HETMIG_JSON_BYTES + 1)
     except FileNotFoundError:
         raise BadInputError(f"{path}: missing (not a hetmig image directory)") from None
+    except OSError as err:
+        raise BadInputError(f"{path}: cannot read: {err.strerror}") from None
+    if len(raw) > MAX_HETMIG_JSON_BYTES:
+        raise BadInputError(f"{path}: larger than {MAX_HETMIG_JSON_BYTES} bytes")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadInputError(f"{path}: not UTF-8 at byte {err.start}") from None
     except json.JSONDecodeError as err:
         raise BadInputError(f"{path}: not JSON: {err}") from None
+    except (RecursionError, ValueError) as err:
+        raise BadInputError(f"{path}: not acceptable JSON ({type(err).__name__})") from None
     if not isinstance(doc, dict) or doc.get("version") != HETMIG_JSON_VERSION:
-        raise BadInputError(f"{path}: version={doc.get('version') if isinstance(doc, dict) else doc!r} "
+        raise BadInputError(f"{path}: version={doc.get('version') if isinstance(doc, dict) else type(doc).__name__!r} "
                             f"(expected {HETMIG_JSON_VERSION})")
-    for rel, want in (doc.get("checksums") or {}).items():
+    checksums = doc.get("checksums") or {}
+    if not isinstance(checksums, dict):
+        raise BadInputError(f"{path}: checksums is a {type(checksums).__name__} (expected an object name -> sha256)")
+    for rel, want in checksums.items():
+        parts = rel.split("/")
+        if len(parts) > 8 or any(not p or p in (".", "..") or not set(p) <= _IMAGE_NAME_CHARS for p in parts):
+            raise BadInputError(f"{path}: checksums names {rel!r} (expected a relative path inside the image directory)")
+        if not isinstance(want, str):
+            raise BadInputError(f"{path}: checksums.{rel}={want!r} (expected a sha256 hex string)")
         f = image_dir / rel
-        if not f.is_file():
-            raise BadInputError(f"{path}: checksums lists {rel} but {f} is missing")
+        if f.is_symlink() or not f.is_file() or image_dir.resolve() not in f.resolve().parents:
+            raise BadInputError(f"{path}: checksums lists {rel} but {f} is missing or not a regular file")
         got = sha256_file(f)
         if got != want:
             raise BadInputError(f"{f}: sha256={got} does not match hetmig.json ({want})")
