@@ -222,20 +222,6 @@ def test_help_says_freebsd_is_untested_and_real_exit_codes(tmp_path: Path) -> No
     assert res.returncode == 2  # argparse usage error
 
 
-def test_demo_placeholder_prints_jail_conf_and_rctl(capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("runtime_shim.cli.demo") is None:  # pragma: no cover
-        pytest.skip("demo verb replaced")
-    from runtime_shim.cli import demo
-
-    if not hasattr(demo, "EXAMPLE_CONFIG"):
-        pytest.skip("demo verb is no longer the translation placeholder")
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "demo {" in out and "jail:demo:memoryuse:deny=268435456" in out
-
-
 def test_config_from_stdin_uses_cwd_as_bundle(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "runtime_shim.cli", "translate", "--to", "freebsd", "--name", "s", "-", "--format", "rctl"],
