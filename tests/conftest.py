@@ -9,6 +9,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.programs.build import build_programs
+from tests.programs.harness import kill_pids, wait_gone
 from tests.support.tools import make_busybox_rootfs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,3 +42,18 @@ def repo_root() -> Path:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+@pytest.fixture(scope="session")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test programs of tests/programs/, built once with gcc."""
+    return build_programs(tmp_path_factory.mktemp("programs"))
+
+
+@pytest.fixture
+def restored() -> Iterator[list[int]]:
+    """Host pids appended here are SIGKILLed (and waited for) at teardown."""
+    pids: list[int] = []
+    yield pids
+    kill_pids(pids)
+    wait_gone(pids)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -24,8 +24,7 @@ from capture.dump import PE_LAZY, PE_PARENT, PE_PRESENT, dump, normalize_page_se
 from capture.errors import CheckpointError
 from capture.images import read_image
 from capture.platform import get_platform
-from tests.programs.build import build_programs
-from tests.programs.harness import first_field, kill_pids, lines, start, wait_gone, wait_lines
+from tests.programs.harness import first_field, lines, start, wait_lines
 from tests.support.tools import criu, require
 from tests.test_restore_criu import check_continues
 
@@ -45,18 +44,6 @@ for line in sys.stdin:
     print("ok", flush=True)
 """
 
-
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_programs(tmp_path_factory.mktemp("programs"))
-
-
-@pytest.fixture
-def restored() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    kill_pids(pids)
-    wait_gone(pids)
 
 
 def pagemap_runs(image_dir: Path, pid: int) -> tuple[list[tuple[int, int, int]], int]:

@@ -13,16 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.programs.build import build_programs
 from tests.programs.harness import (
     first_field,
     hetmig,
     image_pids,
-    kill_pids,
     lines,
     ns_pid,
     restore_detached,
@@ -34,20 +31,6 @@ from tests.programs.harness import (
 from tests.support.tools import BUSYBOX, criu, require
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_programs(tmp_path_factory.mktemp("programs"))
-
-
-@pytest.fixture
-def restored() -> Iterator[list[int]]:
-    """Host pids appended here are SIGKILLed at teardown."""
-    pids: list[int] = []
-    yield pids
-    kill_pids(pids)
-    wait_gone(pids)
 
 
 def criu_dump(proc: subprocess.Popen[bytes], image_dir: Path) -> list[int]:

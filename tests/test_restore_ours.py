@@ -11,16 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.programs.build import build_programs
 from tests.programs.harness import (
     fd_positions,
     first_field,
     image_pids,
-    kill_pids,
     lines,
     our_dump,
     restore_detached,
@@ -33,19 +30,6 @@ from tests.support.tools import BUSYBOX, criu, require
 from tests.test_restore_criu import check_continues
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_programs(tmp_path_factory.mktemp("programs"))
-
-
-@pytest.fixture
-def restored() -> Iterator[list[int]]:
-    pids: list[int] = []
-    yield pids
-    kill_pids(pids)
-    wait_gone(pids)
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:
