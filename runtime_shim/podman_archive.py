@@ -140,7 +140,7 @@ def _open_tar(archive: Path) -> tuple[tarfile.TarFile, subprocess.Popen[bytes] |
         if comp is Compression.GZIP:
             return tarfile.open(str(archive), mode="r|gz"), None, comp
         return tarfile.open(str(archive), mode="r|"), None, comp
-    except (tarfile.TarError, OSError) as err:
+    except (tarfile.TarError, OSError, EOFError, TypeError) as err:  # TypeError: tarfile on a cut gzip header
         raise BadInputError(f"{archive}: not a tar archive ({err})") from None
 
 

@@ -226,3 +226,9 @@ def test_uncreatable_target_is_bad_input(sandbox: Sandbox, capsys: pytest.Captur
     with time_limit():
         assert hetmig_main(["import", str(sandbox.archive), "-D", target]) == 2
     assert "cannot create it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut", [2, 3, 5, 9, 11], ids=lambda n: f"gzip-cut-at-{n}")
+def test_cut_gzip_header_is_bad_input(sandbox: Sandbox, cut: int) -> None:
+    """A gzip archive cut inside its 10-byte header escaped as TypeError from tarfile (found by a long run)."""
+    assert sandbox.run(gzip.compress(build_tar(BASE))[:cut]) == "BadInputError"
