@@ -52,7 +52,7 @@ def test_hostile_documents_are_bad_input(tmp_path: Path, content: bytes) -> None
 
 
 def test_checksums_stay_inside_the_directory(tmp_path: Path) -> None:
-    """A checksums key naming a file outside must not be read: today its SHA-256 is printed (a hash oracle)."""
+    """A checksums key naming a file outside must not be read (its SHA-256 in the error was a hash oracle)."""
     import hashlib
 
     target = tmp_path / "outside"
