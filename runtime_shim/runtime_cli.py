@@ -231,6 +231,34 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _common_verb(backend: Any, args: argparse.Namespace) -> int | None:
+    """start/state/kill/delete/list/features, the same on every backend; None for other verbs."""
+    verb = args.verb
+    if verb == "start":
+        return int(backend.start(args.id))
+    if verb == "state":
+        _print_json(backend.state(args.id))
+        return 0
+    if verb == "kill":
+        return int(backend.kill(args.id, args.signal, all_processes=args.all))
+    if verb == "delete":
+        return int(backend.delete(args.id, force=args.force))
+    if verb == "list":
+        rows = backend.list()
+        if args.quiet:
+            for r in rows:
+                sys.stdout.write(f"{r.get('id', '')}\n")
+        elif args.format == "json":
+            _print_json(rows)
+        else:
+            _print_table(rows)
+        return 0
+    if verb == "features":
+        _print_json(backend.features())
+        return 0
+    return None
+
+
 def dispatch_jail(args: argparse.Namespace) -> int:
     """The verbs on FreeBSD jails (untested on a real FreeBSD host)."""
     from runtime_shim.backends.jail_runtime import DEFAULT_JAIL_STATE, JailRuntime
@@ -247,28 +275,9 @@ def dispatch_jail(args: argparse.Namespace) -> int:
             if value:
                 raise BadInputError(f"{flag} is not supported with --backend jail")
         return rt.create(args.id, os.path.abspath(args.bundle), pid_file=args.pid_file)
-    if verb == "start":
-        return rt.start(args.id)
-    if verb == "state":
-        _print_json(rt.state(args.id))
-        return 0
-    if verb == "kill":
-        return rt.kill(args.id, args.signal, all_processes=args.all)
-    if verb == "delete":
-        return rt.delete(args.id, force=args.force)
-    if verb == "list":
-        rows = rt.list()
-        if args.quiet:
-            for r in rows:
-                sys.stdout.write(f"{r['id']}\n")
-        elif args.format == "json":
-            _print_json(rows)
-        else:
-            _print_table(rows)
-        return 0
-    if verb == "features":
-        _print_json(rt.features())
-        return 0
+    handled = _common_verb(rt, args)
+    if handled is not None:
+        return handled
     raise BadInputError(f"{verb} is not available with --backend jail (the capture engine's FreeBSD platform "
                         "is not wired to the jail backend yet)")
 
@@ -322,28 +331,9 @@ def dispatch(args: argparse.Namespace) -> int:
             no_new_keyring=args.no_new_keyring,
             preserve_fds=args.preserve_fds,
         )
-    if verb == "start":
-        return backend.start(args.id)
-    if verb == "state":
-        _print_json(backend.state(args.id))
-        return 0
-    if verb == "kill":
-        return backend.kill(args.id, args.signal, all_processes=args.all)
-    if verb == "delete":
-        return backend.delete(args.id, force=args.force)
-    if verb == "list":
-        rows = backend.list()
-        if args.quiet:
-            for r in rows:
-                sys.stdout.write(f"{r.get('id', '')}\n")
-        elif args.format == "json":
-            _print_json(rows)
-        else:
-            _print_table(rows)
-        return 0
-    if verb == "features":
-        _print_json(backend.features())
-        return 0
+    handled = _common_verb(backend, args)
+    if handled is not None:
+        return handled
     if verb == "checkpoint":
         image_path = os.path.abspath(args.image_path)
         backend.checkpoint(
