@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from capture.elf import build_id_words, gnu_build_id
 from capture.errors import CheckpointError, HetmigError, PlatformError
 from capture.platform.base import (
     PAGE_SIZE,
@@ -1177,36 +1178,8 @@ class Dumper:
 
 def elf_build_id(path: str) -> list[int] | None:
     """The NT_GNU_BUILD_ID of an ELF64 little-endian file as u32 words (CRIU's build_id)."""
-    try:
-        with open(path, "rb") as f:
-            ehdr = f.read(64)
-            if len(ehdr) < 64 or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2 or ehdr[5] != 1:
-                return None
-            phoff, = struct.unpack_from("<Q", ehdr, 32)
-            phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
-            if phnum > 256 or phentsize < 56:
-                return None
-            f.seek(phoff)
-            phdrs = f.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
-                if p_type != 4 or p_filesz > 1 << 16:  # PT_NOTE
-                    continue
-                f.seek(p_offset)
-                notes = f.read(p_filesz)
-                pos = 0
-                while pos + 12 <= len(notes):
-                    namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
-                    name_off = pos + 12
-                    desc_off = name_off + ((namesz + 3) & ~3)
-                    if ntype == 3 and notes[name_off : name_off + namesz] == b"GNU\x00":
-                        desc = notes[desc_off : desc_off + descsz]
-                        desc += b"\x00" * (-len(desc) % 4)
-                        return list(struct.unpack(f"<{len(desc) // 4}I", desc))
-                    pos = desc_off + ((descsz + 3) & ~3)
-    except OSError:
-        return None
-    return None
+    desc = gnu_build_id(path)
+    return None if desc is None else build_id_words(desc)
 
 
 def _addr_words(addr: str) -> list[int]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Sequence
 
+from capture.elf import gnu_build_id as elf_build_id
 from capture.errors import ImageError, RestoreRefusedError
 
 PAGE: Final = 4096
@@ -330,40 +331,6 @@ def resolve_in_root(root: str, path: str) -> str:
             continue
         resolved.append(part)
     return os.path.join(root_real, *resolved)
-
-
-def elf_build_id(path: str) -> bytes | None:
-    """The GNU build-id note of an ELF file, or None if it has none."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-                return None
-            phoff, = struct.unpack_from("<Q", head, 32)
-            phentsize, phnum = struct.unpack_from("<HH", head, 54)
-            if phnum > 256 or phentsize < 56:
-                return None
-            fh.seek(phoff)
-            phdrs = fh.read(phentsize * phnum)
-            for i in range(phnum):
-                p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", phdrs, i * phentsize)
-                if p_type != 4 or p_filesz > 65536:  # PT_NOTE
-                    continue
-                fh.seek(p_offset)
-                notes = fh.read(p_filesz)
-                off = 0
-                while off + 12 <= len(notes):
-                    namesz, descsz, ntype = struct.unpack_from("<III", notes, off)
-                    off += 12
-                    name = notes[off : off + namesz]
-                    off += (namesz + 3) & ~3
-                    desc = notes[off : off + descsz]
-                    off += (descsz + 3) & ~3
-                    if ntype == 3 and name.rstrip(b"\0") == b"GNU":  # NT_GNU_BUILD_ID
-                        return desc
-    except OSError:
-        return None
-    return None
 
 
 def _build_id_bytes(words: Sequence[int]) -> bytes:
