@@ -598,19 +598,17 @@ class Dumper:
         self.out.write(f"ids-{self.v(pid)}.img", [ids_e])
         self._write_cores(pid, info, tids)
 
+    def _fill_ns_ids(self, msg: Any, ns: Any) -> None:
+        """Set a task_kobj_ids_entry's *_ns_id fields from the namespace inodes in *ns*."""
+        for kind in ("pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"):
+            setattr(msg, f"{kind}_ns_id", self.ids.ns_id(kind, getattr(ns, kind)))
+
     def _kobj_ids(self, pid: int, kobj: int) -> Any:
         e = _pb("core_pb2").task_kobj_ids_entry()
         e.vm_id = e.files_id = e.fs_id = e.sighand_id = kobj
         self.ids.next_kobj += 1
         ns = self.p.namespaces(pid)
-        e.pid_ns_id = self.ids.ns_id("pid", ns.pid)
-        e.net_ns_id = self.ids.ns_id("net", ns.net)
-        e.ipc_ns_id = self.ids.ns_id("ipc", ns.ipc)
-        e.uts_ns_id = self.ids.ns_id("uts", ns.uts)
-        e.mnt_ns_id = self.ids.ns_id("mnt", ns.mnt)
-        e.user_ns_id = self.ids.ns_id("user", ns.user)
-        e.cgroup_ns_id = self.ids.ns_id("cgroup", ns.cgroup)
-        e.time_ns_id = self.ids.ns_id("time", ns.time)
+        self._fill_ns_ids(e, ns)
         return e
 
     def _mapped_file(self, path: str, open_path: str, flags: int) -> int:
@@ -1114,14 +1112,7 @@ class Dumper:
         inv.fdinfo_per_id = True
         r = inv.root_ids
         r.vm_id = r.files_id = r.fs_id = r.sighand_id = 1
-        r.pid_ns_id = self.ids.ns_id("pid", own_ns.pid)
-        r.net_ns_id = self.ids.ns_id("net", own_ns.net)
-        r.ipc_ns_id = self.ids.ns_id("ipc", own_ns.ipc)
-        r.uts_ns_id = self.ids.ns_id("uts", own_ns.uts)
-        r.mnt_ns_id = self.ids.ns_id("mnt", own_ns.mnt)
-        r.user_ns_id = self.ids.ns_id("user", own_ns.user)
-        r.cgroup_ns_id = self.ids.ns_id("cgroup", own_ns.cgroup)
-        r.time_ns_id = self.ids.ns_id("time", own_ns.time)
+        self._fill_ns_ids(r, own_ns)
         inv.ns_per_id = True
         inv.root_cg_set = 1
         inv.lsmtype = inv_pb.NO_LSM
