@@ -8,7 +8,11 @@
   * a busybox rootfs and a runc bundle whose process writes an increasing
     number to /data/c every 100 ms (through a rename, so a reader never sees a
     half-written file) and holds ``memory_mib`` MiB in a shell variable (plus a
-    small string it extends every tick); memory, pids and CPU limits in the spec;
+    small string it extends every tick); memory, pids and CPU limits in the spec.
+    With ``workload="memwriter"`` the process is instead the static C program
+    ``tests/programs/memwriter.c`` (built with ``gcc -static`` and copied into
+    the rootfs as /bin/memwriter): it holds ``memory_mib`` MiB, rewrites pages
+    at ``rate_bytes`` bytes per second and writes the same /data/c counter;
   * identities for both hosts (``hetmig agent init``), each pinning the other;
   * agents started on request inside a host (``nsenter --net``, which keeps
     /sys/fs/cgroup visible), ``hetmig migrate`` run inside a host.
@@ -39,6 +43,8 @@ from capture.errors import MigrationError
 from runtime_shim.migration import container, netns
 
 REPO = Path(__file__).resolve().parents[2]
+MEMWRITER_SOURCE = REPO / "tests" / "programs" / "memwriter.c"
+WORKLOADS = ("shell", "memwriter")
 COUNTER_SCRIPT = ("m=$(head -c {size} /dev/zero | tr '\\0' x); i=0; d=; "
                   "while true; do i=$((i+1)); echo $i > /data/c.tmp; mv /data/c.tmp /data/c; "
                   "d=\"$d$i\"; [ ${{#d}} -gt 65536 ] && d=; sleep 0.1; done")
@@ -53,6 +59,19 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def build_memwriter(dest: Path) -> Path:
+    """Compile tests/programs/memwriter.c statically (it runs in the busybox rootfs) to *dest*."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise MigrationError("the memwriter workload needs gcc (with static libc) to build "
+                             f"{MEMWRITER_SOURCE}")
+    proc = subprocess.run([gcc, "-static", "-O2", "-o", str(dest), str(MEMWRITER_SOURCE)], capture_output=True,
+                          text=True, timeout=120)
+    if proc.returncode != 0:
+        raise MigrationError(f"gcc -static {MEMWRITER_SOURCE} failed: {proc.stderr.strip()[-1000:]}")
+    return dest
 
 
 class Agent:
@@ -85,8 +104,14 @@ class Agent:
 
 class Lab:
     def __init__(self, *, memory_mib: int = 8, prefix: str = "hetmig-demo-",
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, workload: str = "shell",
+                 rate_bytes: int = 5_000_000, memwriter: Path | None = None) -> None:
+        if workload not in WORKLOADS:
+            raise MigrationError(f"Lab workload={workload!r} is not one of {', '.join(WORKLOADS)}")
         self.memory_mib = memory_mib
+        self.workload = workload
+        self.rate_bytes = rate_bytes
+        self.memwriter = memwriter  # a prebuilt static memwriter binary; built on demand when None
         self.log = log or (lambda msg: None)
         self.tmp = Path(tempfile.mkdtemp(prefix="hetmig-lab-"))
         self.hosts = netns.TestHosts(prefix=prefix)
@@ -134,7 +159,11 @@ class Lab:
             raise MigrationError(f"runc spec failed: {proc.stderr.strip()}")
         cfg: dict[str, Any] = json.loads((self.bundle / "config.json").read_text())
         cfg["process"]["terminal"] = False
-        cfg["process"]["args"] = ["sh", "-c", COUNTER_SCRIPT.format(size=self.memory_mib << 20)]
+        if self.workload == "memwriter":
+            cfg["process"]["args"] = ["/bin/memwriter", "--mib", str(self.memory_mib),
+                                      "--rate-bytes", str(self.rate_bytes)]
+        else:
+            cfg["process"]["args"] = ["sh", "-c", COUNTER_SCRIPT.format(size=self.memory_mib << 20)]
         cfg["root"]["readonly"] = False
         cfg["hostname"] = "counter"
         cfg["linux"]["namespaces"] = [ns if ns["type"] != "network" else {"type": "network", "path": netns_path}
@@ -149,6 +178,9 @@ class Lab:
         """The counter container under runc on host A."""
         path = self.hosts.container_net()
         netns.make_busybox_rootfs(self.bundle / "rootfs")
+        if self.workload == "memwriter":
+            binary = self.memwriter or build_memwriter(self.tmp / "memwriter")
+            shutil.copy2(binary, self.bundle / "rootfs" / "bin" / "memwriter")
         cfg = self.spec(path)
         (self.bundle / "config.json").write_text(json.dumps(cfg, indent=1))
         # the container inherits runc's stdio: /dev/null for all three (a pipe would keep

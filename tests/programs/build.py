@@ -26,3 +26,13 @@ def build_programs(dest: Path) -> dict[str, Path]:
         shutil.copy2(HERE / name, dest / name)
         out[name] = dest / name
     return out
+
+
+def build_memwriter(dest: Path) -> Path:
+    """Compile memwriter.c statically into *dest* (it also runs inside a busybox rootfs)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed (run scripts/provision.sh)")
+    from runtime_shim.migration.lab import build_memwriter as build
+
+    dest.mkdir(parents=True, exist_ok=True)
+    return build(dest / "memwriter")
