@@ -73,7 +73,7 @@ class Run:
     downtime_ms: float
     total_ms: float
     rounds: int                # pre-copy rounds (ours); 0 for criu
-    bytes: int                 # bytes sent in all rounds (ours); image dir size (criu)
+    bytes: int                 # bytes of the report's rounds (ours); size of the image dir (criu)
     counter_before: int
     counter_after: int
     ok: bool
@@ -252,7 +252,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hetmig-bench-migrate-"))
     results: dict[int, dict[str, list[Run]]] = {}
     try:
-        binary = build_memwriter(work / "memwriter")
+        try:
+            binary = build_memwriter(work / "memwriter")
+        except HetmigError as err:
+            print(f"bench_migrate: {err}", file=sys.stderr)
+            return 2
         for size in sizes:
             results[size] = {"ours": [], "criu": []}
             for i in range(max(args.runs, args.criu_runs)):
@@ -305,14 +309,14 @@ def main() -> int:
         print(f"{r['size_mib']:>4} MiB {r['ours_ms']:>9.1f} {r['criu_ms']:>9.1f} {r['ratio']:>8.1f}x  "
               f"{r['target']:<28} {'PASS' if r['ok'] else 'FAIL':<6}")
     print()
-    print(f"{'size':>8} {'ours total ms':>13} {'rounds':>6} {'ours MiB sent':>13} {'ours runs (downtime ms)':<26} "
+    print(f"{'size':>8} {'ours total ms':>13} {'rounds':>6} {'rounds MiB':>10} {'ours runs (downtime ms)':<26} "
           f"{'criu dump/copy/restore ms':<26} {'criu MiB':>8} {'criu runs (ms)':<22}")
     for r in rows:
         o_runs = ", ".join(f"{x['downtime_ms']:.0f}" if x["ok"] else "fail" for x in r["ours_runs"])
         c_runs = ", ".join(f"{x['downtime_ms']:.0f}" if x["ok"] else "fail" for x in r["criu_runs"])
         split = f"{r['criu_dump_ms']:.0f}/{r['criu_copy_ms']:.0f}/{r['criu_restore_ms']:.0f}"
         print(f"{r['size_mib']:>4} MiB {r['ours_total_ms']:>13.0f} {r['ours_rounds']:>6.0f} "
-              f"{r['ours_bytes'] / 2**20:>13.1f} {o_runs:<26} {split:<26} {r['criu_bytes'] / 2**20:>8.1f} "
+              f"{r['ours_bytes'] / 2**20:>10.1f} {o_runs:<26} {split:<26} {r['criu_bytes'] / 2**20:>8.1f} "
               f"{c_runs:<22}")
     for r in rows:
         for f in r["failures"]:
