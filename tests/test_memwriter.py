@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.programs.build import build_memwriter
+from tests.support.tools import require
 
 PAGE = 4096
 MIB = 32
@@ -109,3 +110,39 @@ def test_zero_rate_changes_no_page(memwriter: Path, tmp_path: Path, spawn: list[
                                   ["--mib"]])
 def test_bad_arguments_exit_2(memwriter: Path, argv: list[str]) -> None:
     assert subprocess.run([str(memwriter), *argv], timeout=10).returncode == 2
+
+
+def test_lab_runs_memwriter_container() -> None:
+    """Lab(workload="memwriter"): the runc container's process is memwriter, holds its memory, counts."""
+    for tool in ("runc", "ip", "nsenter", "gcc"):
+        require(tool)
+    from runtime_shim.migration import netns
+    from runtime_shim.migration.lab import Lab
+
+    with Lab(memory_mib=16, workload="memwriter", rate_bytes=1_000_000, prefix="hetmig-test-") as lab:
+        lab.start_container()
+        first = lab.read_counter("a", wait=30)
+        deadline = time.monotonic() + 30
+        while lab.read_counter("a") < first + 2:
+            assert time.monotonic() < deadline, "the memwriter container's counter does not advance"
+            time.sleep(0.05)
+        pid = lab.container_pid()
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:5] == [
+            b"/bin/memwriter", b"--mib", b"16", b"--rate-bytes", b"1000000"]
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+        assert rss_kib >= 16 * 1024 * 0.95
+    assert not lab.tmp.exists()
+    assert not [n for n in netns.list_netns() if lab.hosts.base in n]
+    deadline = time.monotonic() + 10  # runc delete --force kills it; the reaping may lag a little
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_lab_refuses_unknown_workload() -> None:
+    from capture.errors import MigrationError
+    from runtime_shim.migration.lab import Lab
+
+    with pytest.raises(MigrationError, match="workload='bogus' is not one of shell, memwriter"):
+        Lab(workload="bogus")
