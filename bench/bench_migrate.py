@@ -303,7 +303,8 @@ def main() -> int:
     print(f"live-migration downtime vs CRIU stop-and-copy; container writes {args.rate_bytes / 1e6:g} MB/s; "
           f"medians of {args.runs} (ours) / {args.criu_runs} (criu) runs; git {commit}; "
           f"kernel {platform.release()}, {os.cpu_count()} CPUs, load average {load:.2f}")
-    print(f"criu copy: {COPY_HOW}")
+    print(f"criu: runc checkpoint + {COPY_HOW} + runc restore -d; the root file system is not copied; "
+          f"ours: hetmig migrate A -> B (agent, TLS over a veth), downtime = the report's downtime_ms")
     print(f"{'size':>8} {'ours ms':>9} {'criu ms':>9} {'criu/ours':>9}  {'target':<28} {'result':<6}")
     for r in rows:
         print(f"{r['size_mib']:>4} MiB {r['ours_ms']:>9.1f} {r['criu_ms']:>9.1f} {r['ratio']:>8.1f}x  "
