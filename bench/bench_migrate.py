@@ -122,7 +122,7 @@ def run_ours(size_mib: int, rate: int, binary: Path) -> Run:
         done = next((e for e in events if e.get("event") == "done"), None)
         if proc.returncode != 0 or done is None:
             return Run("ours", 0.0, 0.0, 0, 0, 0, 0, False,
-                       f"hetmig migrate exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+                       f"hetmig migrate exit {proc.returncode}: {last_line(proc.stderr)}")
         before = lab.read_counter("a", wait=5)
         after = next_value(lab, "b", before)
         where = lab.where()
@@ -137,6 +137,12 @@ def run_ours(size_mib: int, rate: int, binary: Path) -> Run:
                    sum(int(r["bytes"]) for r in rounds), before, after, not err, err, cut)
 
 
+def last_line(text: str) -> str:
+    """The last non-empty line of a command's stderr (its error), at most 300 characters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "(no stderr)"
+
+
 def _runc(lab: Lab, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["runc", "--root", str(lab.runc_root), *args], stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
@@ -144,7 +150,7 @@ def _runc(lab: Lab, *args: str, timeout: float = 600) -> subprocess.CompletedPro
 
 def _criu_log(path: Path) -> str:
     try:
-        return path.read_text(errors="replace")[-500:]
+        return " | ".join(path.read_text(errors="replace").splitlines()[-3:])[-500:]
     except OSError:
         return ""
 
@@ -161,7 +167,7 @@ def run_criu(size_mib: int, rate: int, binary: Path) -> Run:
         t1 = time.monotonic()
         if dump.returncode != 0:
             return Run("criu", 0.0, 0.0, 0, 0, 0, 0, False, f"runc checkpoint exit {dump.returncode}: "
-                       f"{dump.stderr.strip()[-200:]} {_criu_log(work_dump / 'dump.log')}")
+                       f"{last_line(dump.stderr)} {_criu_log(work_dump / 'dump.log')}")
         cp = subprocess.run(["cp", "-a", str(images), str(copy)], capture_output=True, text=True, timeout=600)
         t2 = time.monotonic()
         if cp.returncode != 0:
@@ -171,7 +177,7 @@ def run_criu(size_mib: int, rate: int, binary: Path) -> Run:
         t3 = time.monotonic()
         if restore.returncode != 0:
             return Run("criu", 0.0, 0.0, 0, 0, 0, 0, False, f"runc restore exit {restore.returncode}: "
-                       f"{restore.stderr.strip()[-200:]} {_criu_log(work_restore / 'restore.log')}")
+                       f"{last_line(restore.stderr)} {_criu_log(work_restore / 'restore.log')}")
         # the file holds the last value written before the checkpoint until the restored copy writes
         before = int((lab.bundle / "rootfs" / "data" / "c").read_text().strip())
         after = next_value(lab, "a", before)
