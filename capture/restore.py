@@ -108,6 +108,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, Sequence
 
+from capture import spans
 from capture.errors import HetmigError, PlatformError, RestoreError
 from capture.platform import linux_inject as li
 from capture.platform.base import ThreadRegs
@@ -124,8 +125,10 @@ from capture.restore_checks import (
     TASK_SIZE,
     VMA_AREA_VDSO,
     VMA_AREA_VSYSCALL,
+    VMA_ANON_PRIVATE,
     VMA_AREA_VVAR,
     VMA_FILE_PRIVATE,
+    IN_TARGET,
     VMA_FILE_SHARED,
     ImageSet,
     ProcessImage,
@@ -167,6 +170,9 @@ PR_SET_THP_DISABLE: Final = 41
 PR_CAP_AMBIENT: Final = 47
 PR_CAP_AMBIENT_RAISE: Final = 2
 ARCH_MAP_VDSO_64: Final = 0x2003
+MADV_DONTNEED: Final = 4
+#: MAP_* flags of an anonymous area a restore target keeps (MAP_GROWSDOWN, MAP_NORESERVE)
+MAP_KEEP_FLAGS: Final = 0x0100 | 0x4000
 LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
 RLIM_INFINITY: Final = 0xFFFF_FFFF_FFFF_FFFF
 U64: Final = 0xFFFF_FFFF_FFFF_FFFF
@@ -469,13 +475,21 @@ def vdso_symbols(image: bytes) -> dict[str, int]:
         return {}
 
 
+def _anon_private(v: Any) -> bool:
+    """A private anonymous VMA (heap and stack included) of an image."""
+    special = VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL | VMA_FILE_PRIVATE | VMA_FILE_SHARED
+    return bool(v.status & VMA_ANON_PRIVATE) and not v.status & special and not v.flags & li.MAP_SHARED
+
+
 def _free_in(ranges: list[tuple[int, int]], start: int, size: int) -> bool:
     return all(start + size <= lo or start >= hi for lo, hi in ranges)
 
 
-def _choose_trampoline(iset: ImageSet, host_vvar_size: int, own: list[li.MapLine]) -> int:
+def _choose_trampoline(iset: ImageSet | None, host_vvar_size: int, own: list[li.MapLine],
+                       extra: Sequence[tuple[int, int]] = ()) -> int:
     busy: list[tuple[int, int]] = [(m.start, m.end) for m in own]
-    for p in iset.processes:
+    busy += [(lo - PAGE, hi + PAGE) for lo, hi in extra]
+    for p in iset.processes if iset is not None else ():
         for v in p.vmas:
             if v.status & VMA_AREA_VSYSCALL:
                 continue
@@ -503,7 +517,7 @@ class _Proc:
 
 
 class _Restorer:
-    def __init__(self, iset: ImageSet, *, pidns: bool, root: str, tty_fd: int | None,
+    def __init__(self, iset: ImageSet | None, *, pidns: bool, root: str, tty_fd: int | None,
                  vdso_mode: str = "auto", ops: "InjectionOps | None" = None, hold: bool = False) -> None:
         self.ops: InjectionOps = ops if ops is not None else _linux_ops()
         self.hold = hold
@@ -511,11 +525,16 @@ class _Restorer:
         if vdso_mode not in ("auto", "map", "proxy"):
             raise RestoreError(f"vdso mode {vdso_mode!r} (expected auto, map or proxy)")
         self.vdso_mode = vdso_mode
-        self.iset = iset
+        self.iset: ImageSet = iset  # type: ignore[assignment]  # None only until a prepared target cuts over
         self.pidns = pidns
         self.root = root
         self.tty_fd = tty_fd
-        self.warnings: list[str] = list(iset.warnings)
+        self.warnings: list[str] = list(iset.warnings) if iset is not None else []
+        #: a prepared restore target's root process (see :class:`RestoreTarget`)
+        self.prepared: _Stub | None = None
+        self.prepared_pid = 0                    # its image pid
+        self.target_mapped: list[tuple[int, int]] = []   # (start, end) anonymous ranges mapped in it
+        self.target_written: list[tuple[int, int]] = []  # (address, pages) written into it, merged
         self.created: list[int] = []  # host pids to kill on failure
         self.thread_tids: list[int] = []  # host tids of the extra threads created
         self.seed = 0
@@ -560,8 +579,8 @@ class _Restorer:
                 pass
 
     # -- step 1: the seed ---------------------------------------------------------
-    def make_seed(self) -> _Stub:
-        self.tramp = _choose_trampoline(self.iset, self.host_vvar_size, self.own_maps)
+    def make_seed(self, busy: Sequence[tuple[int, int]] = ()) -> _Stub:
+        self.tramp = _choose_trampoline(self.iset, self.host_vvar_size, self.own_maps, busy)
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
@@ -695,33 +714,50 @@ class _Restorer:
             stub("close", wfd)
 
     # -- step 3: the tree ---------------------------------------------------------
-    def build_tree(self, seed: _Stub) -> None:
-        iset = self.iset
-        root = iset.root_process
+    def make_root(self, seed: _Stub, root_pid: int, root_root: str) -> _Stub:
+        """The tree's root process (below a pid-namespace init when one is needed), in its root."""
         parent = seed
-        if self.pidns and root.pid != 1:
+        if self.pidns and root_pid != 1:
             init = self.clone_process(seed, 1)
             self.init_pid = init.host_tid
             init("close_range", 0, 0xFFFFFFFF, 0)
             init("prctl", PR_SET_NAME, init.put(b"hetmig-init\0"), 0, 0, 0)
             self._unmap_all(init)
             self.ops.write_memory(init.host_tid, self.tramp + INIT_CODE_OFFSET + INIT_ROOTPID_OFFSET,
-                            struct.pack("<i", root.pid))
+                            struct.pack("<i", root_pid))
             self.init_stub = init
             parent = init
-        rstub = self.clone_process(parent, root.pid)
-        self.procs[root.pid] = _Proc(root, rstub.host_tid, rstub, {root.pid: rstub})
-        if self.root != "/" or root.root != "/":
+        rstub = self.clone_process(parent, root_pid)
+        if self.root != "/" or root_root != "/":
             rstub.reset()
-            target = os.path.join(self.root, root.root.lstrip("/")) if self.root != "/" else root.root
+            target = os.path.join(self.root, root_root.lstrip("/")) if self.root != "/" else root_root
             rstub("chroot", rstub.path(target))
             rstub("chdir", rstub.path("/"))
+        return rstub
+
+    def build_tree(self, seed: _Stub | None) -> None:
+        iset = self.iset
+        root = iset.root_process
+        if self.prepared is not None:
+            if root.pid != self.prepared_pid or root.root != "/":
+                raise RestoreError(f"the restore target was prepared for pid {self.prepared_pid} under root /, "
+                                   f"the image's root process is pid {root.pid} under root {root.root!r}")
+            rstub = self.prepared
+        else:
+            assert seed is not None
+            rstub = self.make_root(seed, root.pid, root.root)
+        self.procs[root.pid] = _Proc(root, rstub.host_tid, rstub, {root.pid: rstub})
         if root.sid == root.pid:
             rstub("setsid")
         else:
             self.warnings.append(f"pid {root.pid}: session {root.sid} is outside the image; the restored tree "
                                  f"joins the restorer's session (shell-job)")
         self.open_files(rstub)
+        bounds = {_caps(t.core.thread_core.creds.cap_bnd) for p in iset.live for t in p.threads
+                  if t.core.HasField("thread_core") and t.core.thread_core.HasField("creds")}
+        if len(bounds) == 1 and len(iset.processes) > 1:
+            # one bounding set for all: dropped once here, inherited by every process forked below
+            self._drop_bounding(rstub, bounds.pop())
         for p in iset.processes[1:]:
             par = self.procs[p.ppid]
             child = self.clone_process(par.stub, p.pid)
@@ -797,7 +833,11 @@ class _Restorer:
         st = pr.stub
         pid = pr.host_pid
         t0 = time.perf_counter()
-        self._unmap_all(st)
+        prepared = self.prepared is not None and st is self.prepared
+        if prepared:
+            self._reconcile_target(pr)
+        else:
+            self._unmap_all(st)
         vdso = [v for v in img.vmas if v.status & VMA_AREA_VDSO]
         if vdso:
             self._place_vdso(pr, vdso[0])
@@ -812,6 +852,12 @@ class _Restorer:
             if v.status & (VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_AREA_VVAR):
                 continue
             length = v.end - v.start
+            if prepared and _anon_private(v):
+                # mapped read-write since pre-copy (see _reconcile_target): final protections last
+                if v.prot != li.PROT_READ | li.PROT_WRITE:
+                    fix_prot.append(v)
+                self._madvise(st, img.pid, v)
+                continue
             flags = (v.flags & ~(li.MAP_FIXED | li.MAP_FIXED_NOREPLACE)) | li.MAP_FIXED
             prot = v.prot
             shared = bool(v.flags & li.MAP_SHARED)
@@ -837,11 +883,7 @@ class _Restorer:
                 err = os.strerror(-res) if res < 0 else f"landed at 0x{res:x}"
                 raise RestoreError(f"pid {img.pid}: mmap of VMA 0x{v.start:x}-0x{v.end:x} prot={v.prot} "
                                    f"flags=0x{v.flags:x} failed: {err}")
-            if v.HasField("madv") and v.madv:
-                for bit in range(64):
-                    if v.madv & (1 << bit):
-                        if st("madvise", v.start, length, bit, check=False) < 0:
-                            self.warnings.append(f"pid {img.pid}: madvise({bit}) on 0x{v.start:x} failed")
+            self._madvise(st, img.pid, v)
         for fd in open_fds.values():
             st("close", fd)
         t0 = self._stage("mmap", t0)
@@ -850,6 +892,50 @@ class _Restorer:
         for v in fix_prot:
             st("mprotect", v.start, v.end - v.start, v.prot)
         self._stage("mprotect", t0)
+
+    def _madvise(self, st: _Stub, pid: int, v: Any) -> None:
+        if v.HasField("madv") and v.madv:
+            for bit in range(64):
+                if v.madv & (1 << bit):
+                    if st("madvise", v.start, v.end - v.start, bit, check=False) < 0:
+                        self.warnings.append(f"pid {pid}: madvise({bit}) on 0x{v.start:x} failed")
+
+    # -- a prepared target ----------------------------------------------------------
+    def map_target(self, layout: Sequence[tuple[int, int, int]]) -> None:
+        """Map the parts of *layout* ((start, end, MAP_* flags) private anonymous areas)
+        that the prepared target lacks, read-write; what is mapped stays."""
+        st = self.prepared
+        assert st is not None
+        for start, end, flags in layout:
+            for lo, hi in spans.subtract([(start, end)], self.target_mapped):
+                fl = li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE | (flags & MAP_KEEP_FLAGS)
+                res = st("mmap", lo, hi - lo, li.PROT_READ | li.PROT_WRITE, fl, -1, 0, check=False)
+                if res != lo:
+                    err = os.strerror(-res) if res < 0 else f"landed at 0x{res:x}"
+                    raise RestoreError(f"restore target: mmap of 0x{lo:x}-0x{hi:x} failed: {err}")
+                self.target_mapped = spans.union(self.target_mapped, [(lo, hi)])
+
+    def _reconcile_target(self, pr: _Proc) -> None:
+        """Make the prepared target's anonymous areas those of the final image: unmap what
+        the image no longer has (with its pages), map what is new, zap pages written
+        during pre-copy that the final image does not hold (zero now)."""
+        st = pr.stub
+        img = pr.img
+        t = self.tramp
+        for v in img.vmas:
+            if not v.status & VMA_AREA_VSYSCALL and v.start < t + TRAMPOLINE_SIZE and v.end > t:
+                raise RestoreError(f"pid {img.pid}: VMA 0x{v.start:x}-0x{v.end:x} of the final image covers the "
+                                   f"restore target's trampoline at 0x{t:x}")
+        anon = [v for v in img.vmas if _anon_private(v)]
+        final = spans.union([], [(v.start, v.end) for v in anon])
+        for lo, hi in spans.subtract(self.target_mapped, final):
+            st("munmap", lo, hi - lo)
+        self.target_mapped = spans.intersect(self.target_mapped, final)
+        self.map_target([(v.start, v.end, v.flags) for v in anon])
+        keep = spans.union([], [(r.vaddr, r.vaddr + r.nr_pages * PAGE) for r in img.page_runs])
+        written = [(a, a + n * PAGE) for a, n in self.target_written]
+        for lo, hi in spans.subtract(spans.intersect(written, final), keep):
+            st("madvise", lo, hi - lo, MADV_DONTNEED)
 
     def _vmas_with_pages(self, img: ProcessImage) -> set[int]:
         out: set[int] = set()
@@ -970,7 +1056,7 @@ class _Restorer:
             rs, re_ = run.vaddr, run.vaddr + run.nr_pages * PAGE
             if re_ <= start or rs >= end:
                 continue
-            if rs > start or re_ < end:
+            if rs > start or re_ < end or run.pages_file == IN_TARGET:
                 return None
             with open(run.pages_file or img.pages_file, "rb") as fh:
                 fh.seek(run.file_offset + (start - rs))
@@ -985,6 +1071,8 @@ class _Restorer:
             lo, hi = run.vaddr, run.vaddr + run.nr_pages * PAGE
             if any(not (hi <= s or lo >= e) for s, e in skip):
                 continue
+            if run.pages_file == IN_TARGET:
+                continue  # written into the prepared target during pre-copy
             # parent runs (incremental image sets) name their own pages file
             by_file.setdefault(run.pages_file or img.pages_file, []).append((run.file_offset, lo, hi - lo))
         for path, segments in by_file.items():
@@ -1035,8 +1123,13 @@ class _Restorer:
                 raise RestoreError(f"pid {img.pid}: chdir({img.cwd!r}) failed: {os.strerror(-res)}")
             if img.fs.HasField("umask"):
                 st("umask", img.fs.umask)
-        # signal handlers (process-wide)
+        # signal handlers (process-wide); a signal the stub leaves at SIG_DFL that the image
+        # has at SIG_DFL with nothing else set needs no call (SIGCHLD always gets one)
+        stub_set = _status_bits(pr.host_pid, ("SigIgn:", "SigCgt:"))
         for signo, sa in zip(SIGACTION_SIGNALS, tc.sigactions):
+            if (signo != SIGCHLD and not stub_set >> (signo - 1) & 1
+                    and not (sa.sigaction or sa.flags or sa.restorer or sa.mask)):
+                continue
             st.reset()
             act = struct.pack("<QQQQ", sa.sigaction, sa.flags, sa.restorer, sa.mask)
             res = st("rt_sigaction", signo, st.put(act, align=8), 0, 8, check=False)
@@ -1064,11 +1157,15 @@ class _Restorer:
 
     def _restore_rlimits(self, pr: _Proc) -> None:
         st = pr.stub
+        now = _proc_limits(pr.host_pid)
         for res_no, rl in enumerate(pr.img.core.tc.rlimits.rlimits):
             st.reset()
-            out = st.put(b"\0" * 16, align=8)
-            st("prlimit64", 0, res_no, 0, out)
-            cur_now, max_now = struct.unpack("<QQ", self.ops.read_memory(pr.host_pid, out, 16))
+            if res_no < len(now):
+                cur_now, max_now = now[res_no]
+            else:
+                out = st.put(b"\0" * 16, align=8)
+                st("prlimit64", 0, res_no, 0, out)
+                cur_now, max_now = struct.unpack("<QQ", self.ops.read_memory(pr.host_pid, out, 16))
             want_cur, want_max = rl.cur, rl.max
             if (want_cur, want_max) == (cur_now, max_now):
                 continue
@@ -1126,13 +1223,17 @@ class _Restorer:
         if tcore is not None and tcore.HasField("creds"):
             self._restore_creds(pr, st, tid, tcore.creds)
 
+    def _drop_bounding(self, st: _Stub, bnd: int) -> None:
+        """Drop from *st*'s bounding set what *bnd* lacks (only what it still has)."""
+        have = _status_bits(st.host_tid, ("CapBnd:",), task=True)
+        for cap in range(_cap_last_cap() + 1):
+            if have & (1 << cap) and not bnd & (1 << cap):
+                st("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0, check=False)
+
     def _restore_creds(self, pr: _Proc, st: _Stub, tid: int, cr: Any) -> None:
         st.reset()
-        bnd = _caps(cr.cap_bnd)
         last_cap = _cap_last_cap()
-        for cap in range(last_cap + 1):
-            if not bnd & (1 << cap):
-                st("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0, check=False)
+        self._drop_bounding(st, _caps(cr.cap_bnd))
         groups = list(cr.groups)
         st("setgroups", len(groups), st.put(struct.pack(f"<{len(groups)}I", *groups), align=4) if groups else 0)
         if cr.uid or cr.euid or cr.suid:
@@ -1211,7 +1312,7 @@ class _Restorer:
         t_start = time.perf_counter()
         self._reg_paths = self._collect_reg_paths()
         try:
-            seed = self.make_seed()
+            seed = self.make_seed() if self.prepared is None else None
             t0 = self._stage("seed", t_start)
             self.build_tree(seed)
             # the seed goes before any pdeath_sig is armed in its children
@@ -1314,6 +1415,46 @@ def _innermost_pid(host_tid: int) -> int:
     return host_tid
 
 
+def _status_bits(pid: int, keys: tuple[str, ...], *, task: bool = False) -> int:
+    """OR of the hex masks on the /proc/PID/status lines starting with *keys* (0 if unreadable).
+    *task*: PID is a thread id (its own status, for per-thread masks such as CapBnd)."""
+    path = f"/proc/{pid}/task/{pid}/status" if task else f"/proc/{pid}/status"
+    bits = 0
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(keys):
+                    bits |= int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return (1 << 64) - 1  # unknown: treat everything as set (the caller then asks)
+    return bits
+
+
+#: /proc/PID/limits rows in RLIMIT_* order (Linux)
+_LIMIT_ROWS: Final = ("Max cpu time", "Max file size", "Max data size", "Max stack size", "Max core file size",
+                      "Max resident set", "Max processes", "Max open files", "Max locked memory",
+                      "Max address space", "Max file locks", "Max pending signals", "Max msgqueue size",
+                      "Max nice priority", "Max realtime priority", "Max realtime timeout")
+
+
+def _proc_limits(pid: int) -> list[tuple[int, int]]:
+    """(soft, hard) of every rlimit of *pid*, in RLIMIT_* order, from /proc/PID/limits;
+    [] when it cannot be read or parsed (the caller asks the process instead)."""
+    out: list[tuple[int, int]] = []
+    try:
+        with open(f"/proc/{pid}/limits") as fh:
+            rows = fh.read().splitlines()[1:]
+        for want, row in zip(_LIMIT_ROWS, rows):
+            if not row.startswith(want):
+                return []
+            soft, hard = row[len(want):].split()[:2]
+            out.append((RLIM_INFINITY if soft == "unlimited" else int(soft),
+                        RLIM_INFINITY if hard == "unlimited" else int(hard)))
+    except (OSError, ValueError):
+        return []
+    return out if len(out) == len(_LIMIT_ROWS) else []
+
+
 def _caps(words: Any) -> int:
     w = list(words) + [0, 0]
     return int(w[0] & 0xFFFFFFFF) | (int(w[1] & 0xFFFFFFFF) << 32)
@@ -1361,3 +1502,132 @@ def restore(image_dir: str | os.PathLike[str], *, root: str | None = None, pidns
     iset = load_image_set(image_dir, root=root_dir, have_tty=tty is not None)
     restorer = _Restorer(iset, pidns=pidns, root=root_dir, tty_fd=tty, vdso_mode=vdso, ops=ops, hold=hold)
     return restorer.run()
+
+
+def preload() -> None:
+    """Import what a restore imports lazily (image readers' generated modules): the
+    migration agent calls this when a migration begins, not inside its downtime."""
+    from capture.images import magic
+
+    magic.preload_modules()
+
+
+class RestoreTarget:
+    """A restore prepared while the source still runs (live migration's pre-copy).
+
+    The memory of a large process is written into its restored copy *before*
+    the cut-over, so that the frozen part of a migration does not grow with the
+    memory size:
+
+    * ``prepare(layout)`` once the private anonymous areas of the process to
+      come are known ((start, end, MAP_* flags), e.g. from the source's
+      /proc/PID/maps): the seed, the pid-namespace init (``pidns``) and the
+      root process (clone3 with the image pid, chroot into *root*) exist; the
+      root's address space holds only those areas, read-write, and the
+      injection trampoline (placed away from every span of *busy*);
+    * ``add_layout(layout)`` maps areas that appeared since (never unmaps);
+    * ``split(runs)`` tells which (address, pages) runs lie inside mapped
+      areas, ``write_pages(runs, data)`` writes them straight into the target;
+    * ``cut_over(image_dir)`` restores the final image set with the prepared
+      root process: its PE_PARENT pages must be pages written here (checked
+      by :func:`capture.restore_checks.load_image_set`), anonymous areas are
+      reconciled with the image's (unmapped, mapped, stale pages zapped),
+      everything else is restored exactly as :func:`restore` does;
+    * ``abort()`` kills whatever exists.
+
+    Every call must come from the same thread (the ptrace tracer). Only the
+    root process of the tree is prepared; the others are made at cut-over.
+    """
+
+    def __init__(self, image_pid: int, *, root: str | None = None, pidns: bool = False, vdso: str = "auto",
+                 ops: InjectionOps | None = None, hold: bool = False) -> None:
+        self.root_dir = os.path.realpath(root) if root else "/"
+        if root and not os.path.isdir(self.root_dir):
+            raise RestoreError(f"restore target: root {root!r} is not a directory")
+        self.image_pid = image_pid
+        self._tty = _pick_tty()
+        self._r = _Restorer(None, pidns=pidns, root=self.root_dir, tty_fd=self._tty, vdso_mode=vdso, ops=ops,
+                            hold=hold)
+        self.state = "new"  # -> prepared -> restored | dead
+        self.pages_written = 0
+
+    @property
+    def host_pid(self) -> int:
+        return self._r.prepared.host_tid if self._r.prepared is not None else 0
+
+    def prepare(self, layout: Sequence[tuple[int, int, int]], busy: Sequence[spans.Span] = ()) -> None:
+        if self.state != "new":
+            raise RestoreError(f"restore target for pid {self.image_pid} is {self.state}, not new")
+        r = self._r
+        try:
+            seed = r.make_seed([*busy, *((lo, hi) for lo, hi, _ in layout)])
+            root = r.make_root(seed, self.image_pid, "/")
+            r._drop_seed()
+            # nothing of the caller's stays open in it while it waits (sockets, the state dir)
+            root("close_range", 3, 0xFFFFFFFF, 0)
+            r._unmap_all(root)
+            r.prepared, r.prepared_pid = root, self.image_pid
+            r.map_target(layout)
+        except BaseException as err:
+            self.state = "dead"
+            r.kill_all()
+            if isinstance(err, HetmigError) and not isinstance(err, RestoreError):
+                raise RestoreError(f"restore target for pid {self.image_pid}: {err}") from err
+            raise
+        self.state = "prepared"
+
+    def _live(self) -> _Restorer:
+        if self.state != "prepared":
+            raise RestoreError(f"restore target for pid {self.image_pid} is {self.state}, not prepared")
+        return self._r
+
+    def add_layout(self, layout: Sequence[tuple[int, int, int]]) -> None:
+        r = self._live()
+        try:
+            r.map_target(layout)
+        except BaseException:
+            self.abort()
+            raise
+
+    def split(self, runs: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(runs inside the target's areas, runs outside), page runs cut at area edges."""
+        want = [(a, a + n * PAGE) for a, n in runs]
+        mapped = self._r.target_mapped
+        return spans.to_runs(spans.intersect(want, mapped)), spans.to_runs(spans.subtract(want, mapped))
+
+    def write_pages(self, pieces: Sequence[tuple[int, int, int]], data: bytes | memoryview) -> None:
+        """Write (address, pages, offset in *data*) pieces, all inside the target's areas."""
+        r = self._live()
+        pid = self.host_pid
+        try:
+            for addr, n, off in pieces:
+                r.ops.write_memory(pid, addr, bytes(data[off:off + n * PAGE]))
+        except BaseException:
+            self.abort()
+            raise
+        r.target_written = spans.union(r.target_written, [(a, a + n * PAGE) for a, n, _ in pieces])
+        self.pages_written += sum(n for _, n, _ in pieces)
+
+    def written(self) -> list[tuple[int, int]]:
+        """(address, pages) runs written so far, sorted and merged."""
+        return spans.to_runs(self._r.target_written)
+
+    def cut_over(self, image_dir: str | os.PathLike[str]) -> RestoreResult:
+        r = self._live()
+        try:
+            iset = load_image_set(image_dir, root=self.root_dir, have_tty=self._tty is not None,
+                                  in_target={self.image_pid: self.written()})
+        except BaseException:
+            self.abort()
+            raise
+        r.iset = iset
+        r.warnings = list(iset.warnings) + r.warnings
+        self.state = "dead"  # run() kills everything itself on failure
+        result = r.run()
+        self.state = "restored"
+        return result
+
+    def abort(self) -> None:
+        if self.state in ("prepared", "new"):
+            self._r.kill_all()
+        self.state = "dead"

@@ -31,6 +31,7 @@ missing ``parent`` link, is an :class:`capture.errors.ImageError`.
 
 from __future__ import annotations
 
+import bisect
 import os
 import posixpath
 import stat
@@ -393,11 +394,31 @@ def _check_siginfos(entries: Any, source: str) -> None:
 # --- the loader ------------------------------------------------------------------
 
 
-def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_tty: bool = False) -> ImageSet:
+#: ``PageRun.pages_file`` of PE_PARENT pages already in a prepared restore target's memory
+IN_TARGET: Final = "<restore target>"
+
+
+def _cover_from_target(held: Sequence[tuple[int, int]], vaddr: int, nr_pages: int, source: str,
+                       entry: int) -> PageRun:
+    """A PE_PARENT run that a prepared restore target already holds (*held*: sorted,
+    merged (address, pages) runs written into it); an ImageError when it does not."""
+    end = vaddr + nr_pages * PAGE
+    k = bisect.bisect_right(held, vaddr, key=lambda r: r[0]) - 1
+    if k >= 0 and end <= held[k][0] + held[k][1] * PAGE:
+        return PageRun(vaddr, nr_pages, 0, IN_TARGET)
+    raise ImageError(source, f"PE_PARENT run 0x{vaddr:x}+{nr_pages} was never written into the restore target",
+                     entry=entry)
+
+
+def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_tty: bool = False,
+                   in_target: dict[int, Sequence[tuple[int, int]]] | None = None) -> ImageSet:
     """Read and check the image set in *directory* for a restore under *root*.
 
     *have_tty* says whether the restorer has a terminal to hand to
-    descriptors that were ttys (``--shell-job`` style).
+    descriptors that were ttys (``--shell-job`` style). *in_target* maps an
+    image pid to the (address, pages) runs a prepared restore target already
+    holds (sorted, merged): that pid's PE_PARENT pages must lie inside them and
+    come back as runs with ``pages_file == IN_TARGET`` (nothing to write).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -613,7 +634,9 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
                     raise ImageError(src_pm, f"page 0x{addr:x} (run 0x{pe.vaddr:x}+{pe.nr_pages}) lies outside "
                                      f"every VMA of pid {pid}", entry=i)
                 addr = min(end, restorable[vi].end)
-            if flags & PE_PARENT:
+            if flags & PE_PARENT and in_target is not None and pid in in_target:
+                runs.append(_cover_from_target(in_target[pid], pe.vaddr, pe.nr_pages, src_pm, i))
+            elif flags & PE_PARENT:
                 if parent_runs is None:
                     parent_runs = parent_page_runs(d, pid)
                 runs.extend(cover_from_parent(parent_runs, pe.vaddr, pe.nr_pages, src_pm, i))
