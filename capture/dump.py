@@ -185,6 +185,16 @@ def _pb(module: str) -> Any:
     return importlib.import_module(f"proto.{module}")
 
 
+def preload() -> None:
+    """Import everything a dump imports lazily (tens of ms on first use): a live
+    migration calls this before it freezes anything, so the frozen dump does not pay."""
+    from capture.images import magic
+
+    magic.preload_modules()
+    for name in ("fown_pb2", "ghost_file_pb2", "remap_file_path_pb2", "sk_opts_pb2", "core_x86_pb2"):
+        _pb(name)  # used for sub-messages only, not named by any image kind
+
+
 class _Images:
     """Writes images through capture.images and remembers what it wrote."""
 

@@ -1200,17 +1200,30 @@ class LinuxPlatform:
         regs = self.get_regs(tid)
         return (regs.rsp - 128 - size - 64) & ~0xF
 
+    def _set_dispositions(self, pid: int) -> int:
+        """Bit (sig - 1) set for every signal *pid* ignores or catches (/proc status)."""
+        bits = 0
+        for line in self._read(f"{pid}/status").splitlines():
+            if line.startswith(("SigIgn:", "SigCgt:")):
+                bits |= int(line.split()[1], 16)
+        return bits
+
     def sigactions(self, pid: int, tid: int) -> tuple[SigAction, ...]:
+        """Every signal's sigaction. Only signals the process ignores or catches (and
+        SIGCHLD, whose SA_NOCLD* flags matter with SIG_DFL too) are asked by injection;
+        the others are SIG_DFL, reported with zero flags, mask and restorer (exec leaves
+        them so; a program that reset one with flags differs only in those flags)."""
         out: list[SigAction] = []
         buf_addr = self._scratch(tid, 32)
         raw = bytearray(32)
         if pid not in self._syscall_insn:
             self._syscall_insn[pid] = linux_inject.find_syscall_insn(pid)
-        # one injector for all 62 calls: registers saved once and put back once
+        wanted = self._set_dispositions(pid) | 1 << (17 - 1)
+        # one injector for all calls: registers saved once and put back once
         inj = linux_inject.Injector(tid, self._syscall_insn[pid], keep_regs=True)
         try:
             for sig in range(1, 65):
-                if sig in (9, 19):
+                if sig in (9, 19) or not wanted >> (sig - 1) & 1:
                     out.append(SigAction(signo=sig, handler=0, flags=0, restorer=0, mask=0))
                     continue
                 r = inj(SYS_RT_SIGACTION, sig, 0, buf_addr, 8, check=False)
