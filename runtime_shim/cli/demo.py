@@ -135,6 +135,7 @@ def _demo(lab: Any, args: argparse.Namespace) -> int:
         "rounds": [{"pages": r["pages"], "bytes": r["bytes"], "ms": r["ms"]} for r in done["rounds"]],
         "counter_before": counter_before, "counter_after": counter_after, "counter_later": counter_later,
         "memory_bytes": done["memory_bytes"], "cutover_ms": done.get("cutover_ms", {}), "tracker": done.get("tracker"),
+        "target": done.get("target", {}),
         "ping_ok": ping_ok, "limits_a": limits_a, "limits_b": limits_b, "runs_on_b": runs_on_b,
     }
     out = sys.stdout

@@ -387,11 +387,14 @@ class Session:
             self._count(len(data), "PAGES")
             self._check_space(len(data))
             self.restore.write_pages(pid, runs, data)
+        elif t == MsgType.LAYOUT and self.phase == "precopy":
+            self._layout(frame.json())
         elif t == MsgType.ROUND_END and self.phase == "precopy":
             msg = frame.json()
             rnd = wire.get_int(msg, "round", "round_end", hi=1 << 16)
             self._status("precopy", round=rnd)
-            self._send(MsgType.ACK, {"round": rnd, "received_bytes": self.received})
+            self._send(MsgType.ACK, {"round": rnd, "received_bytes": self.received,
+                                     "target": bool(getattr(self.restore, "target_ok", False))})
         elif t in (MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END) and self.phase in ("precopy", "final"):
             self.phase = "final"
             self._file(frame)
@@ -413,6 +416,29 @@ class Session:
         else:
             raise ProtocolError(f"message {t.name} is not allowed in phase {self.phase}")
         return True
+
+    def _layout(self, msg: dict[str, Any]) -> None:
+        """The private anonymous areas of the process to restore (and the spans its other
+        mappings take): the restore target is prepared, or extended, from them. A target
+        that cannot be made only means the pages go to the page store (ROUND_END's ACK
+        tells the source which)."""
+        assert self.restore is not None
+        lim = self.limits
+        pid = wire.get_int(msg, "pid", "layout", lo=1, hi=(1 << 22))
+        areas = wire.get_spans(msg, "areas", "layout", width=3, max_items=lim.max_layout_areas)
+        busy = wire.get_spans(msg, "busy", "layout", width=2, max_items=lim.max_layout_areas)
+        for i, (_, _, flags) in enumerate(areas):
+            if flags & ~wire.LAYOUT_FLAGS or not flags & 0x02 or not flags & 0x20:
+                raise ProtocolError(f"layout.areas[{i}] flags=0x{flags:x} is not MAP_PRIVATE|MAP_ANONYMOUS "
+                                    f"with at most MAP_GROWSDOWN|MAP_NORESERVE")
+        fn = getattr(self.restore, "layout", None)
+        if fn is None:
+            return
+        ok = fn(pid, [(a, b, c) for a, b, c in areas], [(a, b) for a, b in busy], self.rootfs_dir)
+        why = str(getattr(self.restore, "target_failed", ""))
+        if not ok and why and why != getattr(self, "_target_why", ""):
+            self._target_why = why
+            self.agent.log.info("migration %s: no restore target: %s", self.migration_id, why)
 
     def _check(self, msg: dict[str, Any]) -> None:
         src = hostinfo.HostInfo.from_json(wire.get_dict(msg, "hostinfo", "check"), "check.hostinfo")

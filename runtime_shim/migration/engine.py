@@ -75,7 +75,7 @@ class SourceContainer(Protocol):
     def freeze(self) -> None: ...
     def thaw(self) -> None: ...
     def stop_tracking(self) -> None: ...
-    def dump_final(self, image_dir: Path) -> None: ...
+    def dump_final(self, image_dir: Path, skip_pages: dict[int, list[Run]] | None = None) -> None: ...
     def rootfs_delta(self, out: Path) -> bool: ...
     def destroy(self) -> None: ...
 
@@ -168,6 +168,9 @@ class ProcessSource:
         from capture.dirty import TrackerKind, make_tracker
 
         prefer = TrackerKind(self.tracker_kind) if self.tracker_kind else None
+        preload = getattr(_dump_engine(), "preload", None)
+        if preload is not None:
+            preload()  # the frozen dump must not pay for first imports
         if self.tree and prefer is not TrackerKind.HASH:
             # a container: its children run, end and signal the init. The userfaultfd is
             # set up by injection while the whole tree is held in our ptrace freeze (no
@@ -359,8 +362,36 @@ class ProcessSource:
             os.close(self._mem)
             self._mem = None
 
-    def dump_final(self, image_dir: Path) -> None:
-        """capture.dump on the frozen tree; it sees our held threads as already stopped."""
+    def layout(self) -> dict[int, tuple[list[tuple[int, int, int]], list[tuple[int, int]]]]:
+        """Image pid -> (private anonymous areas as (start, end, MAP_* flags), the spans of
+        every other mapping) of the tracked process, from /proc/PID/maps (no page walk)."""
+        areas: list[tuple[int, int, int]] = []
+        busy: list[tuple[int, int]] = []
+        try:
+            with open(f"/proc/{self.pid}/maps") as f:
+                text = f.read()
+        except OSError as err:
+            raise PlatformError(f"cannot read /proc/{self.pid}/maps: {err.strerror}", errno=err.errno) from err
+        for line in text.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 5:
+                continue
+            lo, _, hi = parts[0].partition("-")
+            start, end = int(lo, 16), int(hi, 16)
+            path = parts[5].strip() if len(parts) > 5 else ""
+            if path == "[vsyscall]":
+                continue
+            if parts[1][3] == "p" and parts[4] == "0" and (path in ("", "[heap]", "[stack]")
+                                                          or path.startswith("[anon:")):
+                flags = 0x02 | 0x20 | (0x0100 if path == "[stack]" else 0)  # PRIVATE|ANONYMOUS|GROWSDOWN
+                areas.append((start, end, flags))
+            else:
+                busy.append((start, end))
+        return {self.image_pid: (areas, busy)}
+
+    def dump_final(self, image_dir: Path, skip_pages: dict[int, list[Run]] | None = None) -> None:
+        """capture.dump on the frozen tree; it sees our held threads as already stopped.
+        *skip_pages* (image pid -> runs) are recorded as PE_PARENT: the destination holds them."""
         if not self._frozen:
             raise MigrationError(f"final dump of pid {self.pid} requested while it is not frozen")
         engine = _dump_engine()
@@ -370,8 +401,10 @@ class ProcessSource:
         from capture.platform import get_platform
 
         held = _HeldPlatform(get_platform(), set(self._held))
+        skip = {self.pid: runs for pid, runs in (skip_pages or {}).items() if pid == self.image_pid and runs}
         try:
-            fn(self.pid, image_dir, leave_running=True, tree=self.tree, platform=held)
+            fn(self.pid, image_dir, leave_running=True, tree=self.tree, platform=held,
+               **({"skip_pages": skip} if skip else {}))
         except HetmigError as err:
             raise MigrationError(f"final dump of pid {self.pid} failed: {err}") from err
 
@@ -601,10 +634,10 @@ class ManagedSource(ProcessSource):
     def rootfs_path(self) -> Path:
         return Path(str((self.record.get("isolation") or {}).get("rootfs")))
 
-    def dump_final(self, image_dir: Path) -> None:
+    def dump_final(self, image_dir: Path, skip_pages: dict[int, list[Run]] | None = None) -> None:
         from runtime_shim.migration import container
 
-        super().dump_final(image_dir)
+        super().dump_final(image_dir, skip_pages)
         container.rebase_image_paths(image_dir, self.rootfs_path())
 
     rootfs_base = RuncSource.rootfs_base
@@ -789,6 +822,9 @@ class StagingRestore:
         self.restored: Any = None
         self.spec: dict[str, Any] = {}
         self._held: list[tuple[int, int]] = []  # (tid, signal to re-inject on release)
+        self.target: Any = None                 # capture.restore.RestoreTarget, filled during pre-copy
+        self.target_failed = ""                 # why there is none (after one was tried)
+        self.target_pages = 0                   # pages written into it
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:
         self.isolation = None
@@ -804,15 +840,82 @@ class StagingRestore:
         self.spec = spec
         self.store = PageStore(workdir / "pages.bin")
         try:  # imported now, not inside the downtime (tens of ms on a first import)
-            _restore_engine()
+            preload = getattr(_restore_engine(), "preload", None)
+            if preload is not None:
+                preload()
             for mod in ("capture.platform.linux_inject", "capture.images", "proto.pagemap_pb2"):
                 importlib.import_module(mod)
         except (MigrationError, ImportError):
             pass  # reported by restore()
 
+    @property
+    def target_ok(self) -> bool:
+        return self.target is not None
+
+    def layout(self, pid: int, areas: Sequence[tuple[int, int, int]], busy: Sequence[tuple[int, int]],
+               rootfs_dir: Path | None) -> bool:
+        """Prepare the restore target of *pid* (the tree's root process) from its private
+        anonymous *areas*, or map the areas new since; False when there is no target
+        (its pages then go to the page store, the restore builds everything at cut-over)."""
+        if self.target_failed:
+            return False
+        if self.target is not None:
+            if pid != self.target.image_pid:
+                return True  # only the root process is prepared; others go to the store
+            try:
+                self.target.add_layout(areas)
+            except HetmigError as err:
+                self._target_lost(f"mapping new areas failed: {err}")
+                return False
+            return True
+        if self.isolation is not None and rootfs_dir is None:
+            return False  # the rootfs comes first; without it there is nothing to enter
+        try:
+            engine = _restore_engine()
+            kwargs: dict[str, Any] = {"pidns": True, "hold": True}
+            if self.isolation is not None:
+                from capture.platform import linux_inject
+                from runtime_shim.migration import container
+
+                assert rootfs_dir is not None
+                self.isolation.set_rootfs(rootfs_dir)
+                kwargs.update(root=str(rootfs_dir), ops=container.EnteringOps(linux_inject, self.isolation))
+            target = engine.RestoreTarget(pid, **kwargs)
+            target.prepare(areas, busy)
+        except HetmigError as err:
+            self.target_failed = f"preparing the restore target failed: {err}"
+            return False
+        self.target = target
+        return True
+
+    def _target_lost(self, why: str) -> None:
+        target, self.target = self.target, None
+        self.target_failed = why
+        if target is not None:
+            target.abort()
+
     def write_pages(self, pid: int, runs: Sequence[Run], data: memoryview) -> None:
         assert self.store is not None
-        self.store.put(pid, runs, data)
+        t = self.target
+        if t is None or pid != t.image_pid:
+            self.store.put(pid, runs, data)
+            return
+        pieces: list[tuple[int, int, int]] = []
+        off = 0
+        for addr, n in runs:
+            inside, outside = t.split([(addr, n)])
+            pieces += [(a, k, off + (a - addr)) for a, k in inside]
+            for a, k in outside:
+                o = off + (a - addr)
+                self.store.put(pid, [(a, k)], data[o:o + k * PAGE_SIZE])
+            off += n * PAGE_SIZE
+        if pieces:
+            try:
+                t.write_pages(pieces, data)
+            except HetmigError as err:
+                self._target_lost(f"writing pages into it failed: {err}")
+                return
+            self.target_pages += sum(k for _, k, _ in pieces)
 
     def build_pages_image(self, pid: int, pages: Sequence[int], out_fd: int) -> None:
         assert self.store is not None
@@ -824,6 +927,15 @@ class StagingRestore:
 
     def restore(self, image_dir: Path, rootfs_dir: Path | None) -> Restored:
         assert self.store is not None
+        t0 = time.monotonic()
+        ms: dict[str, float] = {}
+
+        def lap(name: str) -> None:
+            nonlocal t0
+            now = time.monotonic()
+            ms[name] = round((now - t0) * 1000, 3)
+            t0 = now
+
         self.store.save_index()
         engine = _restore_engine()
         fn = getattr(engine, "restore", None)
@@ -842,19 +954,33 @@ class StagingRestore:
 
             self.isolation.set_rootfs(rootfs_dir)
             self.isolation.activate()
+            lap("activate")
             kwargs.update(root=str(rootfs_dir), ops=container.EnteringOps(linux_inject, self.isolation))
+        target, self.target = self.target, None
         try:
-            result = fn(str(image_dir), **kwargs)
+            if target is not None:  # memory written during pre-copy: registers, descriptors, the rest
+                result = target.cut_over(str(image_dir))
+            else:
+                result = fn(str(image_dir), **kwargs)
         except HetmigError as err:
             raise MigrationError(f"restore failed: {err}") from err
+        lap("engine")
         self.restored = result
         warnings = list(result.warnings)
         if self.isolation is not None:
             self.isolation.close_fds()
             self.isolation.after_restore(int(result.root_pid))
-        self._hold(result)
+        if target is not None:
+            self._held = list(result.held)  # restored held (hold=True): stopped, traced, EXITKILL
+        else:
+            self._hold(result)
+        lap("after_restore")
         detail: dict[str, Any] = {"pids": {str(k): v for k, v in result.pids.items()}, "warnings": warnings,
-                                  "restore_seconds": round(float(result.seconds), 6)}
+                                  "restore_seconds": round(float(result.seconds), 6),
+                                  "target": {"used": target is not None, "pages": self.target_pages,
+                                             "why_not": self.target_failed[:500]},
+                                  "agent_ms": ms, "engine_stages_ms": {k: round(v * 1000, 3)
+                                                                       for k, v in result.stages.items()}}
         if self.isolation is not None:
             detail["isolation"] = self.isolation.to_json()
         return Restored(int(result.root_pid), detail)
@@ -916,6 +1042,7 @@ class StagingRestore:
             self.store.close()
 
     def abort(self) -> None:
+        self._target_lost("aborted")
         self._kill_restored()
         if self.isolation is not None:
             self.isolation.destroy()

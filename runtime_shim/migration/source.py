@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from capture import spans
 from capture.errors import HetmigError, MigrationError, RefusedError
 from runtime_shim.migration import hostinfo, identity, wire
 from runtime_shim.migration.engine import PAGE_SIZE, Run, SourceContainer
@@ -84,6 +85,7 @@ class Report:
     final_pages: int = 0          # pages in the final image set
     final_fill_pages: int = 0     # of those, not pre-copied (sent at cut-over)
     final_images_adopted: int = 0  # pages images the agent made from its page store without a copy
+    target: dict[str, Any] = field(default_factory=dict)  # the agent's restore target (pre-filled memory)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -170,7 +172,10 @@ class Migration:
         self.conn: Connection | None = None
         self.report = Report(self.migration_id, "")
         self._buf = bytearray(Limits().max_batch_pages * PAGE_SIZE)
-        self.sent: dict[int, set[int]] = {}  # pages whose current content the agent holds
+        self.sent: dict[int, list[spans.Span]] = {}  # pages whose current content the agent holds
+        self.target = False        # the agent's restore target holds the pre-copied pages (last ACK)
+        self.target_seen = False   # ... it did at some point
+        self.areas: dict[int, list[spans.Span]] = {}  # private anonymous areas last sent in LAYOUT
 
     def _mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
@@ -215,6 +220,7 @@ class Migration:
         t0 = time.monotonic()
         pages = 0
         view = memoryview(self._buf)
+        self._send_layout()
         for pid, runs in dirty.items():
             for batch in _batches(runs, lim.max_batch_pages, lim.max_batch_runs):
                 n = sum(k for _, k in batch)
@@ -222,15 +228,38 @@ class Migration:
                 self.source.read_pages(pid, batch, data)
                 wire.send_pages(self.conn.sock, pid, batch, data, round_no=rnd, limits=lim)
                 pages += n
-                have = self.sent.setdefault(pid, set())
-                for addr, k in batch:
-                    have.update(range(addr, addr + k * PAGE_SIZE, PAGE_SIZE))
+                self.sent[pid] = spans.union(self.sent.get(pid, []), spans.from_runs(batch))
         self.conn.send(MsgType.ROUND_END, {"round": rnd, "pages": pages})
-        self.conn.recv(MsgType.ACK)
+        ack = self.conn.recv(MsgType.ACK)
+        self.target = ack.get("target") is True
+        self.target_seen = self.target_seen or self.target
         stat = RoundStat(rnd, pages, pages * PAGE_SIZE, round((time.monotonic() - t0) * 1000, 3))
         self.report.rounds.append(stat)
         self._emit("round", **asdict(stat))
         return stat
+
+    def _send_layout(self) -> None:
+        """The private anonymous areas of each tracked process, before its pages: the
+        agent's restore target maps them, so that pages land in their final place."""
+        assert self.conn is not None
+        layout = getattr(self.source, "layout", None)
+        if layout is None:
+            return
+        lim = self.conn.limits
+        for pid, (areas, busy) in layout().items():
+            if len(areas) > lim.max_layout_areas or len(busy) > lim.max_layout_areas:
+                continue  # no target for this one: its pages go to the agent's page store
+            self.conn.send(MsgType.LAYOUT, {"pid": pid, "areas": [list(a) for a in areas],
+                                            "busy": [list(b) for b in busy]})
+            self.areas[pid] = spans.union([(a, b) for a, b, _ in areas])
+
+    def skip_pages(self) -> dict[int, list[Run]]:
+        """Image pid -> pages the final dump may leave out (PE_PARENT): sent, still
+        trusted, and inside the areas the agent's restore target holds."""
+        if not self.target:
+            return {}
+        return {pid: spans.to_runs(spans.intersect(self.sent.get(pid, []), areas))
+                for pid, areas in self.areas.items()}
 
     def _send_file(self, path: Path, name: str, begin: MsgType, data_t: MsgType, end: MsgType) -> None:
         assert self.conn is not None
@@ -276,8 +305,8 @@ class Migration:
             self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
             return
         pid, pages = found
-        have = self.sent.get(pid, set())
-        missing = [(i, addr) for i, addr in enumerate(pages) if addr not in have]
+        have = self.sent.get(pid, [])
+        missing = [(i, addr) for i, addr in enumerate(pages) if not spans.contains(have, addr)]
         lim = self.conn.limits
         view = memoryview(self._buf)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -393,16 +422,21 @@ class Migration:
             t = self._mark("final_round", t)
             untrusted = getattr(self.source, "untrusted_pages", None)
             for pid, runs in (untrusted() if untrusted is not None else {}).items():
-                have = self.sent.get(pid, set())
-                for addr, k in runs:
-                    have.difference_update(range(addr, addr + k * PAGE_SIZE, PAGE_SIZE))
+                if pid in self.sent:
+                    self.sent[pid] = spans.subtract(self.sent[pid], spans.from_runs(runs))
+            if self.target_seen and not self.target:
+                # the agent lost its restore target: what went into it must come again
+                for pid in self.areas:
+                    self.sent.pop(pid, None)
+            skip = self.skip_pages()
+            self.report.target = {"used": self.target, "skipped_pages": sum(n for r in skip.values() for _, n in r)}
             self.source.stop_tracking()
             tracking = False
             t = self._mark("stop_tracking", t)
             with tempfile.TemporaryDirectory(prefix="hetmig-migrate-") as tmp:
                 image_dir = Path(tmp) / "images"
                 image_dir.mkdir()
-                self.source.dump_final(image_dir)
+                self.source.dump_final(image_dir, skip_pages=skip)
                 t = self._mark("dump", t)
                 files = sorted(image_dir.iterdir())
                 pages_files = [p for p in files if _PAGES_RE.fullmatch(p.name)]
@@ -434,6 +468,12 @@ class Migration:
         # Confirmed: the destination holds the restored copy stopped. FINISH releases
         # it; only after the agent's ACK is our copy destroyed.
         self.report.restored_pid = wire.get_int(confirm, "pid", "confirm", hi=1 << 31)
+        for key in ("agent_ms", "engine_stages_ms"):  # the agent's own breakdown (numbers only)
+            part = confirm.get(key)
+            if isinstance(part, dict):
+                for k, v in list(part.items())[:32]:
+                    if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                        self.report.cutover_ms[f"{key[:-3]}.{k[:40]}"] = float(v)
         secs = confirm.get("restore_seconds")
         if isinstance(secs, (int, float)):
             self.report.cutover_ms["restore_engine"] = round(float(secs) * 1000, 3)

@@ -67,6 +67,7 @@ class MsgType(enum.IntEnum):
     ACK = 19             # agent -> source: generic acknowledgement
     PAGES_IMAGE = 20     # source -> agent: build pages-N.img from pre-copied pages (name, pid, size)
     STATUS = 21          # source -> agent, first message of a new connection: migration_id
+    LAYOUT = 22          # source -> agent: pid, private anonymous areas, other busy spans (restore target)
 
 
 RAW_TYPES = frozenset({MsgType.PAGES, MsgType.FILE_DATA, MsgType.ROOTFS_DATA})
@@ -85,6 +86,7 @@ class Limits:
     max_rootfs_delta: int = 4 << 30     # the rootfs-delta tar
     max_total: int = 64 << 30           # bytes announced for one migration
     reserve_free: int = 64 << 20        # state-dir free space that must remain
+    max_layout_areas: int = 8192        # areas (and busy spans) in one LAYOUT message
 
     def max_payload(self, mtype: MsgType) -> int:
         if mtype == MsgType.PAGES:
@@ -321,3 +323,30 @@ class RemoteError(MigrationError):
         self.code = code
         self.remote_message = message
         super().__init__(f"peer error {code}: {message}")
+
+
+#: MAP_* flags a LAYOUT area may carry: MAP_PRIVATE, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_NORESERVE
+LAYOUT_FLAGS = 0x02 | 0x20 | 0x0100 | 0x4000
+
+
+def get_spans(msg: dict[str, Any], key: str, where: str, *, width: int, max_items: int) -> list[tuple[int, ...]]:
+    """A list of [start, end, ...] integer lists: page-aligned, 0 < start < end <= ADDR_LIMIT,
+    sorted and not overlapping, at most *max_items*; *width* integers each."""
+    raw = msg.get(key)
+    if not isinstance(raw, list):
+        raise ProtocolError(f"{where}.{key} must be a list, got {type(raw).__name__}")
+    if len(raw) > max_items:
+        raise ProtocolError(f"{where}.{key} has {len(raw)} items, the limit is {max_items}")
+    out: list[tuple[int, ...]] = []
+    last = 0
+    for i, item in enumerate(raw):
+        if (not isinstance(item, list) or len(item) != width
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in item)):
+            raise ProtocolError(f"{where}.{key}[{i}] must be {width} non-negative integers, got {item!r:.100}")
+        start, end = item[0], item[1]
+        if start % PAGE_SIZE or end % PAGE_SIZE or not start < end <= ADDR_LIMIT or start < last:
+            raise ProtocolError(f"{where}.{key}[{i}] = [0x{start:x}, 0x{end:x}) is not a page-aligned span in "
+                                f"user space after the previous one")
+        last = end
+        out.append(tuple(item))
+    return out
