@@ -886,6 +886,9 @@ class StagingRestore:
             self.target_failed = f"preparing the restore target failed: {err}"
             return False
         self.target = target
+        if self.isolation is not None:
+            # its pid and mount namespaces exist now: /proc is mounted while the source runs
+            self.isolation.after_restore(target.host_pid)
         return True
 
     def _target_lost(self, why: str) -> None:
@@ -969,7 +972,8 @@ class StagingRestore:
         warnings = list(result.warnings)
         if self.isolation is not None:
             self.isolation.close_fds()
-            self.isolation.after_restore(int(result.root_pid))
+            if target is None:  # a prepared target had /proc mounted when it was made
+                self.isolation.after_restore(int(result.root_pid))
         if target is not None:
             self._held = list(result.held)  # restored held (hold=True): stopped, traced, EXITKILL
         else:

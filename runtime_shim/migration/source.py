@@ -303,6 +303,8 @@ class Migration:
         # a plain file: its pages must not enter the page store the agent may adopt
         if found is None or len(found[1]) * PAGE_SIZE != size or found[0] not in self.sent:
             self._send_file(path, path.name, MsgType.FILE_BEGIN, MsgType.FILE_DATA, MsgType.FILE_END)
+            self.report.final_pages += size // PAGE_SIZE
+            self.report.final_fill_pages += size // PAGE_SIZE
             return
         pid, pages = found
         have = self.sent.get(pid, [])
@@ -429,7 +431,9 @@ class Migration:
                 for pid in self.areas:
                     self.sent.pop(pid, None)
             skip = self.skip_pages()
-            self.report.target = {"used": self.target, "skipped_pages": sum(n for r in skip.values() for _, n in r)}
+            skipped = sum(n for r in skip.values() for _, n in r)
+            self.report.target = {"used": self.target, "skipped_pages": skipped}
+            self.report.final_pages += skipped  # PE_PARENT in the final images: already in the target
             self.source.stop_tracking()
             tracking = False
             t = self._mark("stop_tracking", t)
