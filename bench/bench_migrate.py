@@ -39,6 +39,7 @@ needed tool (criu, runc, ip, nsenter, gcc, busybox) or root is missing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -214,11 +215,15 @@ def finite(value: Any) -> Any:
     return value
 
 
-def git_commit() -> str:
-    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return proc.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+def git_state() -> tuple[str, str]:
+    """(short HEAD, plus a note when tracked files differ from it; a fingerprint of HEAD and that diff)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip()
+    diff = git("diff", "HEAD")
+    label = head + (" (with uncommitted changes)" if diff else "")
+    return label, head + ":" + hashlib.sha256(diff.encode()).hexdigest()
 
 
 def preflight() -> str:
@@ -253,7 +258,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    commit = git_commit()
+    commit, tree_at_start = git_state()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="hetmig-bench-migrate-"))
     results: dict[int, dict[str, list[Run]]] = {}
@@ -306,6 +311,9 @@ def main() -> int:
             "ours_runs": [asdict(r) for r in ours], "criu_runs": [asdict(r) for r in criu],
         })
     load = os.getloadavg()[0]
+    commit_end, tree_at_end = git_state()
+    if tree_at_end != tree_at_start:
+        commit += f", changed during the run to {commit_end}"
     print(f"live-migration downtime vs CRIU stop-and-copy; container writes {args.rate_bytes / 1e6:g} MB/s; "
           f"medians of {args.runs} (ours) / {args.criu_runs} (criu) runs; git {commit}; "
           f"kernel {platform.release()}, {os.cpu_count()} CPUs, load average {load:.2f}")
