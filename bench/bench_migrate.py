@@ -204,6 +204,11 @@ def detail_median(runs: list[Run], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+def num(value: float, digits: int) -> str:
+    """*value* with *digits* decimals; "-" for NaN (no successful run)."""
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
 def finite(value: Any) -> Any:
     """*value* with every NaN (a median of no successful run) as None, for strict JSON."""
     if isinstance(value, float) and value != value:
@@ -321,7 +326,8 @@ def main() -> int:
           f"ours: hetmig migrate A -> B (agent, TLS over a veth), downtime = the report's downtime_ms")
     print(f"{'size':>8} {'ours ms':>9} {'criu ms':>9} {'criu/ours':>9}  {'target':<28} {'result':<6}")
     for r in rows:
-        print(f"{r['size_mib']:>4} MiB {r['ours_ms']:>9.1f} {r['criu_ms']:>9.1f} {r['ratio']:>8.1f}x  "
+        shown = "-" if r["ratio"] != r["ratio"] else f"{r['ratio']:.1f}x"
+        print(f"{r['size_mib']:>4} MiB {num(r['ours_ms'], 1):>9} {num(r['criu_ms'], 1):>9} {shown:>9}  "
               f"{r['target']:<28} {'PASS' if r['ok'] else 'FAIL':<6}")
     print()
     print(f"{'size':>8} {'ours total ms':>13} {'rounds':>6} {'rounds MiB':>10} {'ours runs (downtime ms)':<26} "
@@ -329,9 +335,9 @@ def main() -> int:
     for r in rows:
         o_runs = ", ".join(f"{x['downtime_ms']:.0f}" if x["ok"] else "fail" for x in r["ours_runs"])
         c_runs = ", ".join(f"{x['downtime_ms']:.0f}" if x["ok"] else "fail" for x in r["criu_runs"])
-        split = f"{r['criu_dump_ms']:.0f}/{r['criu_copy_ms']:.0f}/{r['criu_restore_ms']:.0f}"
-        print(f"{r['size_mib']:>4} MiB {r['ours_total_ms']:>13.0f} {r['ours_rounds']:>6.0f} "
-              f"{r['ours_bytes'] / 2**20:>10.1f} {o_runs:<26} {split:<26} {r['criu_bytes'] / 2**20:>8.1f} "
+        split = "/".join(num(r[k], 0) for k in ("criu_dump_ms", "criu_copy_ms", "criu_restore_ms"))
+        print(f"{r['size_mib']:>4} MiB {num(r['ours_total_ms'], 0):>13} {num(r['ours_rounds'], 0):>6} "
+              f"{num(r['ours_bytes'] / 2**20, 1):>10} {o_runs:<26} {split:<26} {num(r['criu_bytes'] / 2**20, 1):>8} "
               f"{c_runs:<22}")
     for r in rows:
         for f in r["failures"]:
