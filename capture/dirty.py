@@ -446,6 +446,26 @@ class UffdWpTracker:
         """
         return self._query(self.registered + self.unregistrable, mask=PAGE_IS_PFNZERO)
 
+    def marker_pages(self) -> list[Run]:
+        """Pages of the registered ranges whose entry is a swap entry. With no swap area
+        active (:func:`swap_active`) these are uffd-wp markers on never-populated pages:
+        zero pages, not content; a dump taken while tracking leaves them out."""
+        return self._query(self.registered, mask=PAGE_IS_SWAPPED)
+
+    @property
+    def uffd_fd(self) -> int | None:
+        """The userfaultfd's descriptor number inside the target (None when stopped)."""
+        return self.uffd
+
+    def abandon(self) -> None:
+        """Forget the target (it is being destroyed): close our own descriptors only;
+        nothing is injected into it."""
+        if self._pagemap is not None:
+            os.close(self._pagemap)
+            self._pagemap = None
+        self.uffd = None
+        self.registered, self.unregistrable, self._pending = [], [], []
+
     def _query(self, ranges: Sequence[Range], *, mask: int = 0, anyof: int = 0) -> list[Run]:
         """Pages of *ranges* matching the categories (all of *mask*, any of *anyof*)."""
         if self._pagemap is None:
@@ -607,6 +627,15 @@ class HashTracker:
             os.close(self._fd)
             self._fd = None
         self._blocks, self._pages = {}, {}
+
+
+def swap_active(proc: str = "/proc") -> bool:
+    """A swap area is in use on this host (/proc/swaps lists one); True when unknown."""
+    try:
+        with open(f"{proc}/swaps") as f:
+            return len(f.read().strip().splitlines()) > 1
+    except OSError:
+        return True
 
 
 def make_tracker(pid: int, *, only: Sequence[Range] | None = None, prefer: TrackerKind | None = None) -> Tracker:

@@ -1555,7 +1555,10 @@ class RestoreTarget:
     def host_pid(self) -> int:
         return self._r.prepared.host_tid if self._r.prepared is not None else 0
 
-    def prepare(self, layout: Sequence[tuple[int, int, int]], busy: Sequence[spans.Span] = ()) -> None:
+    def prepare(self, layout: Sequence[tuple[int, int, int]], busy: Sequence[spans.Span] = (), *,
+                cap_bnd: int | None = None) -> None:
+        """*cap_bnd*: the source process's capability bounding set now; the final image's
+        can only be a subset, so it is dropped here already (not inside the downtime)."""
         if self.state != "new":
             raise RestoreError(f"restore target for pid {self.image_pid} is {self.state}, not new")
         r = self._r
@@ -1565,6 +1568,8 @@ class RestoreTarget:
             r._drop_seed()
             # nothing of the caller's stays open in it while it waits (sockets, the state dir)
             root("close_range", 3, 0xFFFFFFFF, 0)
+            if cap_bnd is not None:
+                r._drop_bounding(root, cap_bnd)
             r._unmap_all(root)
             r.prepared, r.prepared_pid = root, self.image_pid
             r.map_target(layout)

@@ -299,6 +299,15 @@ class Session:
             self.agent.log.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
                         self.peer, self.phase, err)
             self._rollback(f"connection error: {err}")
+        except Exception as err:  # a bug: logged with its traceback, rolled back, reported, never silent
+            self.agent.log.exception("migration %s from %s: internal error in phase %s", self.migration_id or "-",
+                                     self.peer, self.phase)
+            self._rollback(f"internal error: {type(err).__name__}: {err}")
+            try:
+                self._send(MsgType.ERROR, {"code": "internal", "message": f"agent internal error: "
+                                                                          f"{type(err).__name__}: {err}"[:2000]})
+            except (OSError, HetmigError):
+                pass
         finally:
             self._close_uploads()
             if self.images_fd >= 0:
@@ -434,7 +443,8 @@ class Session:
         fn = getattr(self.restore, "layout", None)
         if fn is None:
             return
-        ok = fn(pid, [(a, b, c) for a, b, c in areas], [(a, b) for a, b in busy], self.rootfs_dir)
+        cap_bnd = wire.get_int(msg, "cap_bnd", "layout", hi=(1 << 64) - 1) if "cap_bnd" in msg else None
+        ok = fn(pid, [(a, b, c) for a, b, c in areas], [(a, b) for a, b in busy], self.rootfs_dir, cap_bnd)
         why = str(getattr(self.restore, "target_failed", ""))
         if not ok and why and why != getattr(self, "_target_why", ""):
             self._target_why = why

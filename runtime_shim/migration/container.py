@@ -339,17 +339,44 @@ class Isolation:
 
     def activate(self) -> None:
         """Bring the veth ends up and add the routes (at cut-over, just before the restore):
-        one ``ip -batch`` per side."""
+        one ``ip -batch`` per side, both at once."""
+        self.finish_activate(self.start_activate())
+
+    def start_activate(self) -> list[tuple[list[str], subprocess.Popen[str]]]:
+        """:meth:`activate` started in the background (it overlaps the restore);
+        :meth:`finish_activate` waits for it and raises if it failed."""
         inside = [f"link set {iface['name']} up" for iface in self.observed.get("interfaces") or []]
         inside += [f"route add {r['dst']} via {r['gateway']} dev {r['dev']}"
                    for r in self.observed.get("routes") or []]
         outside = [f"link set {veth} up" for veth in self.host_veths]
+        procs: list[tuple[list[str], subprocess.Popen[str]]] = []
         for argv, cmds in ((["ip", "-n", self.netns, "-batch", "-"], inside), (["ip", "-batch", "-"], outside)):
             if not cmds:
                 continue
-            proc = subprocess.run(argv, input="\n".join(cmds) + "\n", capture_output=True, text=True, timeout=30)
-            if proc.returncode != 0:
-                raise PlatformError("bring up the container's network", command=argv, stderr=proc.stderr)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+            assert proc.stdin is not None
+            proc.stdin.write("\n".join(cmds) + "\n")
+            proc.stdin.close()
+            procs.append((argv, proc))
+        return procs
+
+    @staticmethod
+    def finish_activate(procs: list[tuple[list[str], subprocess.Popen[str]]]) -> None:
+        failed: tuple[list[str], str] | None = None
+        for argv, proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            proc.stderr.close()
+            if proc.returncode != 0 and failed is None:
+                failed = (argv, err)
+        if failed is not None:
+            raise PlatformError("bring up the container's network", command=failed[0], stderr=failed[1])
 
     def enter(self) -> None:
         """In the restore seed (a fresh fork), before the pid namespace is made."""

@@ -249,8 +249,11 @@ class Migration:
         for pid, (areas, busy) in layout().items():
             if len(areas) > lim.max_layout_areas or len(busy) > lim.max_layout_areas:
                 continue  # no target for this one: its pages go to the agent's page store
-            self.conn.send(MsgType.LAYOUT, {"pid": pid, "areas": [list(a) for a in areas],
-                                            "busy": [list(b) for b in busy]})
+            msg: dict[str, Any] = {"pid": pid, "areas": [list(a) for a in areas], "busy": [list(b) for b in busy]}
+            bnd = getattr(self.source, "cap_bnd", lambda: None)()
+            if bnd is not None:
+                msg["cap_bnd"] = bnd
+            self.conn.send(MsgType.LAYOUT, msg)
             self.areas[pid] = spans.union([(a, b) for a, b, _ in areas])
 
     def skip_pages(self) -> dict[int, list[Run]]:
@@ -434,8 +437,10 @@ class Migration:
             skipped = sum(n for r in skip.values() for _, n in r)
             self.report.target = {"used": self.target, "skipped_pages": skipped}
             self.report.final_pages += skipped  # PE_PARENT in the final images: already in the target
-            self.source.stop_tracking()
-            tracking = False
+            defer = getattr(self.source, "defer_tracking_stop", None)
+            if defer is None or not defer():
+                self.source.stop_tracking()  # (deferred: a roll-back stops it, a destroy drops it)
+                tracking = False
             t = self._mark("stop_tracking", t)
             with tempfile.TemporaryDirectory(prefix="hetmig-migrate-") as tmp:
                 image_dir = Path(tmp) / "images"
@@ -483,7 +488,7 @@ class Migration:
             self.report.cutover_ms["restore_engine"] = round(float(secs) * 1000, 3)
         outcome = self._finish()
         if outcome == "aborted":
-            self._roll_back(MigrationError("the agent did not receive FINISH and dropped its copy"), False)
+            self._roll_back(MigrationError("the agent did not receive FINISH and dropped its copy"), tracking)
             raise MigrationError(f"migration {self.migration_id}: the connection failed before the agent "
                                  f"took over; the source runs on")
         if outcome != "done":
@@ -530,6 +535,10 @@ class Migration:
         """Outcome unknown: keep the source stopped (SIGSTOP) after our ptrace freeze ends."""
         import signal
 
+        try:
+            self.source.stop_tracking()  # a deferred tracker leaves the process first
+        except HetmigError:
+            pass
         for pid in self.source.describe().pids:
             try:
                 os.kill(pid, signal.SIGSTOP)
