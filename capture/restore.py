@@ -171,6 +171,8 @@ PR_CAP_AMBIENT: Final = 47
 PR_CAP_AMBIENT_RAISE: Final = 2
 ARCH_MAP_VDSO_64: Final = 0x2003
 MADV_DONTNEED: Final = 4
+MADV_DONTFORK: Final = 10
+MADV_DOFORK: Final = 11
 #: MAP_* flags of an anonymous area a restore target keeps (MAP_GROWSDOWN, MAP_NORESERVE)
 MAP_KEEP_FLAGS: Final = 0x0100 | 0x4000
 LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
@@ -758,6 +760,11 @@ class _Restorer:
         if len(bounds) == 1 and len(iset.processes) > 1:
             # one bounding set for all: dropped once here, inherited by every process forked below
             self._drop_bounding(rstub, bounds.pop())
+        # a prepared root already holds its memory: its children must not copy (and then
+        # unmap) it -- page tables of a GiB cost tens of ms each way
+        unshared = list(self.target_mapped) if self.prepared is not None and len(iset.processes) > 1 else []
+        for lo, hi in unshared:
+            rstub("madvise", lo, hi - lo, MADV_DONTFORK)
         for p in iset.processes[1:]:
             par = self.procs[p.ppid]
             child = self.clone_process(par.stub, p.pid)
@@ -767,6 +774,8 @@ class _Restorer:
             elif p.sid != par.img.sid:
                 self.warnings.append(f"pid {p.pid}: session {p.sid} differs from its parent's ({par.img.sid}); "
                                      f"it keeps its parent's session")
+        for lo, hi in unshared:
+            rstub("madvise", lo, hi - lo, MADV_DOFORK)  # the image's own madvise bits come later
         # process groups: leaders first, then members
         pids = set(self.procs)
         for leaders_first in (True, False):

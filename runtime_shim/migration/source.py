@@ -414,6 +414,9 @@ class Migration:
                     break
                 prev_pages = pending
             # -- cut-over --------------------------------------------------------------
+            prime = getattr(self.source, "prime_dump", None)
+            if prime is not None:
+                prime()
             t = time.monotonic()
             self.source.freeze()
             frozen_at = t = self._mark("freeze", t)
