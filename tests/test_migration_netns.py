@@ -47,7 +47,7 @@ def state(path: Path) -> str:
 
 class Agents:
     def __init__(self, hosts: netns.TestHosts, tmp: Path, hostinfo_file: Path | None = None,
-                 fault: str | None = None) -> None:
+                 fault: str | None = None, agent_args: tuple[str, ...] = ()) -> None:
         self.hosts = hosts
         self.src = tmp / "src"
         self.dst = tmp / "dst"
@@ -62,6 +62,7 @@ class Agents:
                               str(self.dst)), env=ENV, check=True, capture_output=True)
         extra = ["--hostinfo-file", str(hostinfo_file)] if hostinfo_file else []
         extra += ["--inject-fault", fault] if fault else []
+        extra += list(agent_args)
         self.agent = hosts.b.popen(hetmig("agent", "--listen", f"{hosts.b.addr}:0", "--state-dir", str(self.dst),
                                           "--json", *extra), env=ENV)
         assert self.agent.stdout is not None
@@ -148,8 +149,11 @@ def _values(path: Path) -> list[int]:
     return [int(x) for x in path.read_text().split()[:-1]]  # the last line may be half-written
 
 
-def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> None:
-    agents = Agents(hosts, tmp_path)
+@pytest.mark.parametrize("use_target", [True, False], ids=["restore-target", "page-store"])
+def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path, use_target: bool) -> None:
+    """Both destination paths: pages written into a restore target during pre-copy (the
+    default), and pages kept in the page store with everything restored at cut-over."""
+    agents = Agents(hosts, tmp_path, agent_args=() if use_target else ("--no-restore-target",))
     out = tmp_path / "counter.out"
     # its own session, as a container's init is: a migrated tree must hold its session leader
     with open(out, "w") as f:
@@ -189,7 +193,10 @@ def test_live_migration_over_veth(hosts: netns.TestHosts, tmp_path: Path) -> Non
             assert float(done["downtime_ms"]) > 0 and float(done["total_ms"]) >= float(done["downtime_ms"])
             # the pre-copied pages were already in the agent's restore target: the final images
             # name them (PE_PARENT) and only a small part was sent at cut-over
-            assert done["target"]["used"] is True and int(done["target"]["skipped_pages"]) > 0
+            if use_target:
+                assert done["target"]["used"] is True and int(done["target"]["skipped_pages"]) > 0
+            else:  # the agent rebuilt the pages image from its page store
+                assert done["target"]["used"] is False and int(done["final_images_adopted"]) == 1
             assert int(done["final_pages"]) > 0
             assert int(done["final_fill_pages"]) < int(done["final_pages"]) // 2
         else:

@@ -68,6 +68,10 @@ def _hop(lab_: Lab, src: str, dst: str, seen: int) -> int:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     done = [e for e in _events(r.stdout) if e["event"] == "done"]
     assert done and done[0]["outcome"] == "migrated"
+    # frozen through the container's cgroup freezer (runc's on A, the agent's on B), and
+    # the memory was in the destination's restore target before the freeze
+    assert done[0]["freeze"] == "cgroup-freezer+ptrace"
+    assert done[0]["target"]["used"] is True and done[0]["target"]["skipped_pages"] > 0
     after = lab_.read_counter(dst)
     ticks = (time.monotonic() - t0) / 0.1 + 5  # at most one per 100 ms went by
     assert before <= after <= before + ticks, (before, after, ticks)  # continued, not restarted

@@ -1192,6 +1192,14 @@ class LinuxPlatform:
         _ptrace(PTRACE_INTERRUPT, tid, 0, 0)
         self._wait_stop(tid)
 
+    def request_stop(self, tid: int) -> None:
+        """PTRACE_INTERRUPT without waiting (a cgroup-frozen thread stops once thawed);
+        :meth:`wait_stopped` collects the stop."""
+        _ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+
+    def wait_stopped(self, tid: int) -> None:
+        self._wait_stop(tid)
+
     def _wait_stop(self, tid: int) -> None:
         while True:
             try:

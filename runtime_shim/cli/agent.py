@@ -43,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.add_argument("--hostinfo-file", type=Path, help=argparse.SUPPRESS)  # tests: answer with a recorded host info
     parser.add_argument("--inject-fault", help=argparse.SUPPRESS)  # tests: runtime_shim.migration.agent.FAULTS
+    parser.add_argument("--no-restore-target", action="store_true",
+                        help="keep pre-copied pages in the page store and restore everything at cut-over "
+                             "(slower cut-over; the default fills a stopped restore target during pre-copy)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +93,11 @@ def _serve(args: argparse.Namespace, state: Path) -> int:
 
     if args.inject_fault is not None and args.inject_fault not in FAULTS:
         raise BadInputError(f"--inject-fault={args.inject_fault!r} is not one of {', '.join(FAULTS)}")
-    agent = Agent(AgentConfig(state_dir=state, hostinfo_file=args.hostinfo_file, fault=args.inject_fault))
+    from runtime_shim.migration.engine import StagingRestore
+
+    use_target = not args.no_restore_target
+    agent = Agent(AgentConfig(state_dir=state, hostinfo_file=args.hostinfo_file, fault=args.inject_fault,
+                              restore_factory=lambda: StagingRestore(use_target=use_target)))
     bound_host, bound_port = agent.bind(host, port)
     _out(args, {"listening": f"{bound_host}:{bound_port}", "fingerprint": agent.ident.fingerprint},
          f"listening on {bound_host}:{bound_port} fingerprint {agent.ident.fingerprint}")

@@ -57,7 +57,7 @@ def cgroup_root() -> Path:
     """The cgroup v1 mount point. (``ip netns exec`` mounts a fresh sysfs over /sys and
     hides the cgroup mounts: run the agent with ``nsenter --net=...`` instead.)"""
     return CGROUP_ROOT
-CONTROLLERS = ("memory", "pids", "cpu")
+CONTROLLERS = ("memory", "pids", "cpu", "freezer")  # freezer: the next migration freezes with it
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000

@@ -302,23 +302,59 @@ class ProcessSource:
                 buf[off + got:off + size] = bytes(size - got)  # unmapped meanwhile: zeros
             off += size
 
+    #: the container's cgroup v1 freezer directory (containers only; None: ptrace alone)
+    freezer: Path | None = None
+
+    @property
+    def freeze_method(self) -> str:
+        return "cgroup-freezer+ptrace" if self.freezer is not None else "ptrace"
+
+    def _seize_in_freezer(self, plat: Any) -> list[int]:
+        """The whole tree stopped at once: the cgroup freezer stops every task (no fork,
+        no exit slips through), each thread is seized and asked to stop while frozen,
+        then the cgroup is thawed and every thread enters its ptrace stop before running
+        any user code. Returns the tree's pids (cgroup.procs)."""
+        assert self.freezer is not None
+        state = self.freezer / "freezer.state"
+        _write_freezer(state, "FROZEN")
+        try:
+            deadline = time.monotonic() + 5.0
+            while state.read_text().strip() != "FROZEN":
+                if time.monotonic() > deadline:
+                    raise PlatformError(f"{state} did not reach FROZEN within 5 s")
+                time.sleep(0.0005)
+            pids = [int(x) for x in (self.freezer / "cgroup.procs").read_text().split()]
+            for tid in (int(x) for x in (self.freezer / "tasks").read_text().split()):
+                plat.seize(tid)
+                self._held.append(tid)
+                plat.request_stop(tid)
+        finally:
+            _write_freezer(state, "THAWED")
+        for tid in self._held:
+            plat.wait_stopped(tid)
+        return pids
+
     def freeze(self) -> None:
-        """ptrace freeze: seize and interrupt every thread (no user code runs until thaw)."""
+        """Freeze: every thread seized and stopped under ptrace (no user code runs until
+        thaw); for a container through its cgroup freezer first (see _seize_in_freezer)."""
         from capture.platform import get_platform
 
         plat = get_platform()
         for attempt in range(50):
             self._held = []
             try:
-                pids = _descendants(self.pid) if self.tree else [self.pid]
-                # each thread is stopped right after it is seized: a failure later on (a
-                # child that ended) must find every held thread stopped, or detaching it
-                # fails and it stays traced by us
-                for pid in pids:
-                    for tid in plat.list_threads(pid):
-                        plat.seize(tid)
-                        self._held.append(tid)
-                        plat.interrupt(tid)
+                if self.freezer is not None and hasattr(plat, "request_stop"):
+                    pids = self._seize_in_freezer(plat)
+                else:
+                    pids = _descendants(self.pid) if self.tree else [self.pid]
+                    # each thread is stopped right after it is seized: a failure later on (a
+                    # child that ended) must find every held thread stopped, or detaching it
+                    # fails and it stays traced by us
+                    for pid in pids:
+                        for tid in plat.list_threads(pid):
+                            plat.seize(tid)
+                            self._held.append(tid)
+                            plat.interrupt(tid)
             except PlatformError as err:
                 self.thaw()
                 if self.tree and attempt < 49:  # a child ended while being seized
@@ -344,6 +380,12 @@ class ProcessSource:
         from capture.platform import get_platform
 
         plat = get_platform()
+        if self.freezer is not None:
+            try:  # never leave the container's cgroup frozen (a freeze that failed half-way)
+                if (self.freezer / "freezer.state").read_text().strip() != "THAWED":
+                    _write_freezer(self.freezer / "freezer.state", "THAWED")
+            except (OSError, PlatformError):
+                pass
         if self._tracker is not None and hasattr(self._tracker, "hold"):
             self._tracker.hold(False)
         for tid in self._held:
@@ -492,6 +534,30 @@ class ProcessSource:
         _reap_all(held)
 
 
+def _write_freezer(state: Path, value: str) -> None:
+    try:
+        state.write_text(value)
+    except OSError as err:
+        raise PlatformError(f"cannot write {value} to {state}: {err.strerror}", errno=err.errno) from err
+
+
+def freezer_dir(pid: int) -> Path | None:
+    """The cgroup v1 freezer directory *pid* is in, when it has one of its own (not the
+    root cgroup: freezing that would stop the host)."""
+    from runtime_shim.migration import container
+
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                if "freezer" in ctrls.split(",") and path not in ("", "/"):
+                    d = container.cgroup_root() / "freezer" / path.lstrip("/")
+                    return d if (d / "freezer.state").exists() else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def _descendants(pid: int) -> list[int]:
     """*pid* and every process below it (through /proc/PID/task/*/children)."""
     out: list[int] = []
@@ -626,6 +692,7 @@ class RuncSource(ProcessSource):
         super().__init__(int(info["pid"]), tracker=tracker, name=container_id)
         self.container_id = container_id
         self.tree = True
+        self.freezer = freezer_dir(self.pid)
         self._desc: SourceDescription | None = None
         self.observed: dict[str, Any] = {}
 
@@ -702,6 +769,7 @@ class ManagedSource(ProcessSource):
         super().__init__(pid, tracker=tracker, name=container_id)
         self.container_id = container_id
         self.tree = True
+        self.freezer = freezer_dir(self.pid)
         self._desc: SourceDescription | None = None
 
     def describe(self) -> SourceDescription:
@@ -896,7 +964,7 @@ class PageStore:
 class StagingRestore:
     """Collects the pre-copied memory; restoring needs capture.restore."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, use_target: bool = True) -> None:
         self.isolation: Isolation | None = None
         self.container_id = ""
         self.store: PageStore | None = None
@@ -905,7 +973,7 @@ class StagingRestore:
         self.spec: dict[str, Any] = {}
         self._held: list[tuple[int, int]] = []  # (tid, signal to re-inject on release)
         self.target: Any = None                 # capture.restore.RestoreTarget, filled during pre-copy
-        self.target_failed = ""                 # why there is none (after one was tried)
+        self.target_failed = "" if use_target else "disabled (--no-restore-target)"  # why there is none
         self.target_pages = 0                   # pages written into it
 
     def begin(self, workdir: Path, container_id: str, spec: dict[str, Any]) -> None:

@@ -86,6 +86,7 @@ class Report:
     final_fill_pages: int = 0     # of those, not pre-copied (sent at cut-over)
     final_images_adopted: int = 0  # pages images the agent made from its page store without a copy
     target: dict[str, Any] = field(default_factory=dict)  # the agent's restore target (pre-filled memory)
+    freeze: str = ""              # how the source was frozen (cgroup-freezer+ptrace, ptrace)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -420,6 +421,7 @@ class Migration:
             t = time.monotonic()
             self.source.freeze()
             frozen_at = t = self._mark("freeze", t)
+            self.report.freeze = str(getattr(self.source, "freeze_method", "ptrace"))
             self._emit("frozen")
             from capture.dirty import merge_runs
 
