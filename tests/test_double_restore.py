@@ -29,7 +29,7 @@ from capture.platform.base import Platform
 from capture.platform.freebsd_inject import FreeBSDInjectionOps, seed_elf
 from capture.platform.linux import LinuxPlatform
 from capture.restore import LINUX_FEATURES, InjectionOps, _linux_ops, restore
-from tests.freebsd_double.engine import EngineGate, FreeBSDWorld, freebsd_world
+from tests.freebsd_double.engine import FreeBSDWorld, freebsd_world
 from tests.freebsd_double.kernel import LINUXULATOR_ENOSYS
 from tests.programs.harness import first_field, lines, wait_lines
 
@@ -64,7 +64,7 @@ def world(tmp_path: Path, counter: Counter) -> Iterator[FreeBSDWorld]:
 
 def dump_counter(kind: str, counter: Counter, world: FreeBSDWorld, images: Path) -> int:
     """Dump (the counter is killed); return the last value it wrote."""
-    platform: Platform = LinuxPlatform() if kind == "linux" else EngineGate(world.platform)
+    platform: Platform = LinuxPlatform() if kind == "linux" else world.platform
     res = dump(counter.pid, images, platform=platform)
     assert res.killed
     counter.proc.wait(timeout=10)
