@@ -89,9 +89,10 @@ listed in :attr:`RestoreResult.warnings`. Not restored: scheduling policies
 and a set loginuid (both warned), time namespaces and cgroup membership (the
 tree joins the restorer's cgroups and time namespace, like ``criu restore
 --manage-cgroups=ignore`` outside a container). The OS calls go through
-:mod:`capture.platform.linux_inject` (Linux x86_64 ptrace); the Linuxulator
-port on FreeBSD needs the same primitives with PT_* requests and does not
-exist yet.
+:mod:`capture.platform.linux_inject` (Linux x86_64 ptrace), or
+:mod:`capture.platform.freebsd_inject` (PT_* requests, Linux binaries under
+the Linuxulator): features the ops lack (:func:`ops_features`) select the
+compatible steps of :mod:`capture.restore_compat`.
 """
 
 from __future__ import annotations
@@ -241,9 +242,11 @@ class InjectionOps(Protocol):
 
     Everything is Linux-shaped (x86_64 ``user_regs_struct``, Linux syscall
     numbers and wait statuses): on Linux this is the module
-    :mod:`capture.platform.linux_inject` itself; a FreeBSD port for Linux
-    binaries under the Linuxulator would provide the same calls with PT_*
-    requests (not written yet).
+    :mod:`capture.platform.linux_inject` itself; for Linux binaries under
+    FreeBSD's Linuxulator it is
+    :class:`capture.platform.freebsd_inject.FreeBSDInjectionOps` (PT_*
+    requests), which also has ``features()`` and ``spawn_seed()`` (see
+    :func:`ops_features`).
     """
 
     @property
