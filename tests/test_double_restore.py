@@ -28,7 +28,7 @@ from capture.errors import RestoreError, RestoreRefusedError
 from capture.platform.base import Platform
 from capture.platform.freebsd_inject import FreeBSDInjectionOps, seed_elf
 from capture.platform.linux import LinuxPlatform
-from capture.restore import LINUX_FEATURES, InjectionOps, _linux_ops, restore
+from capture.restore import InjectionOps, _linux_ops, restore
 from tests.freebsd_double.engine import FreeBSDWorld, freebsd_world
 from tests.freebsd_double.kernel import LINUXULATOR_ENOSYS
 from tests.programs.harness import first_field, lines, wait_lines
@@ -103,27 +103,57 @@ def test_counter_dumped_and_restored_through_module_continues(kind: str, counter
         assert res.root_pid == counter.pid  # Linux keeps the pid
 
 
-class _ClaimsLinux:
-    """FreeBSD ops that claim Linux's features (except a forked seed): the plain Linux path."""
+class _Claims:
+    """FreeBSD ops that claim some of Linux's features: those steps take the plain Linux path."""
 
-    def __init__(self, inner: FreeBSDInjectionOps) -> None:
+    def __init__(self, inner: FreeBSDInjectionOps, claimed: frozenset[str]) -> None:
         self._inner = inner
+        self._claimed = claimed
 
     def features(self) -> frozenset[str]:
-        return LINUX_FEATURES - {"fork_seed", "wall", "pidns"}
+        return self._inner.features() | self._claimed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-def test_plain_linux_path_hits_the_linuxulator_refusals(counter: Counter, world: FreeBSDWorld,
-                                                        tmp_path: Path) -> None:
+SETFSGID, CAPSET = 123, 126
+EINVAL_FREEBSD, EPERM_FREEBSD = 22, 1
+
+
+@pytest.mark.parametrize("claimed, dumped_by, syscall, errno, message", [
+    ("set_tid", "freebsd", CLONE3, ENOSYS_FREEBSD, "clone3"),
+    ("mm_map", "freebsd", PRCTL, EINVAL_FREEBSD, "PR_SET_MM_MAP"),
+    ("map_vdso", "freebsd", ARCH_PRCTL, EINVAL_FREEBSD, "arch_prctl"),
+    ("rseq", "linux", RSEQ, ENOSYS_FREEBSD, "rseq"),
+    ("fsuid", "freebsd", SETFSGID, ENOSYS_FREEBSD, "setfsgid"),
+    ("caps", "linux", CAPSET, EPERM_FREEBSD, "capset"),
+])
+def test_plain_linux_steps_hit_the_linuxulator_refusals(claimed: str, dumped_by: str, syscall: int, errno: int,
+                                                         message: str, counter: Counter, world: FreeBSDWorld,
+                                                         tmp_path: Path) -> None:
+    """Each feature the FreeBSD ops lack, claimed anyway: its Linux step runs into the double's
+    Linuxulator refusal (and the restore fails cleanly); without the claim that step is avoided."""
     images = tmp_path / "img"
-    dump_counter("freebsd", counter, world, images)
-    ops = cast(InjectionOps, _ClaimsLinux(FreeBSDInjectionOps(world.platform)))
-    with pytest.raises(RestoreError, match="clone3"):
+    dump_counter(dumped_by, counter, world, images)
+    ops = cast(InjectionOps, _Claims(FreeBSDInjectionOps(world.platform), frozenset({claimed})))
+    with pytest.raises(RestoreError, match=message):
         restore(images, ops=ops)
-    assert (CLONE3, ENOSYS_FREEBSD) in world.kernel.refused
+    assert (syscall, errno) in world.kernel.refused, world.kernel.refused
+
+
+def test_linux_image_restored_through_freebsd_module_continues(counter: Counter, world: FreeBSDWorld,
+                                                               tmp_path: Path, restored: list[int]) -> None:
+    """An image made by the Linux module (rseq, capabilities, [vvar]) restores through the FreeBSD ops:
+    what the Linuxulator cannot take is skipped with a warning, never run into."""
+    images = tmp_path / "img"
+    last = dump_counter("linux", counter, world, images)
+    res = restore(images, ops=ops_for("freebsd", world))
+    restored.append(res.root_pid)
+    assert_continues(counter.out, last)
+    assert world.kernel.refused == [], world.kernel.refused
+    text = "\n".join(res.warnings)
+    assert "rseq" in text and "capabilities" in text and "PR_SET_MM_MAP" in text, res.warnings
 
 
 def test_compatible_path_refuses_a_tree_that_needs_pid_identity(programs: dict[str, Path], world: FreeBSDWorld,
