@@ -109,7 +109,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, Sequence
 
-from capture.errors import HetmigError, PlatformError, RestoreError, RestoreRefusedError
+from capture.errors import HetmigError, PlatformError, RestoreError
 from capture.platform import linux_inject as li
 from capture.platform.base import ThreadRegs
 from capture.restore_checks import (

@@ -16,8 +16,12 @@ layouts, not on a FreeBSD host.
 
 from __future__ import annotations
 
+import os
+import signal
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator, cast
 
@@ -30,7 +34,6 @@ from capture.platform.freebsd_inject import FreeBSDInjectionOps, seed_elf
 from capture.platform.linux import LinuxPlatform
 from capture.restore import InjectionOps, _linux_ops, restore
 from tests.freebsd_double.engine import FreeBSDWorld, freebsd_world
-from tests.freebsd_double.kernel import LINUXULATOR_ENOSYS
 from tests.programs.harness import first_field, lines, wait_lines
 
 CLONE3, PRCTL, ARCH_PRCTL, RSEQ = 435, 157, 158, 334
@@ -173,7 +176,30 @@ def test_compatible_path_refuses_a_tree_that_needs_pid_identity(programs: dict[s
     assert len(world.kernel.calls) == calls, "refused before any process was created"
 
 
-def test_seed_is_a_linux_branded_static_elf() -> None:
+def test_seed_is_a_linux_branded_static_elf_that_waits(tmp_path: Path) -> None:
+    """The seed FreeBSD would brand as Linux (EI_OSABI 3, linuxulator.md 1) and that sleeps in pause()."""
     elf = seed_elf()
-    assert elf[:4] == b"\x7fELF" and elf[4] == 2 and elf[7] == 3  # ELF64, ELFOSABI_LINUX
-    assert LINUXULATOR_ENOSYS[RSEQ] == "rseq"
+    assert elf[:4] == b"\x7fELF" and elf[4:8] == bytes([2, 1, 1, 3])  # ELF64, LSB, v1, ELFOSABI_LINUX
+    e_type, e_machine, _v, entry, phoff = struct.unpack_from("<HHIQQ", elf, 16)
+    p_type, p_flags, p_off, p_vaddr, _pa, p_filesz = struct.unpack_from("<IIQQQQ", elf, phoff)
+    assert (e_type, e_machine, p_type, p_flags, p_off) == (2, 62, 1, 5, 0)  # ET_EXEC x86-64, one R+X PT_LOAD
+    assert p_vaddr <= entry < p_vaddr + p_filesz == p_vaddr + len(elf)
+    path = tmp_path / "seed"
+    path.write_bytes(elf)
+    path.chmod(0o700)
+    pid = os.posix_spawn(str(path), [str(path)], {})
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/syscall") as fh:
+                nr = fh.read().split()[0]
+            if fields[0] == "S" and nr == "34":  # sleeping in pause()
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"seed not in pause(): state {fields[0]}, syscall {nr}")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
