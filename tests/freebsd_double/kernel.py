@@ -48,8 +48,17 @@ What it emulates, and how (everything not in the reference is said here):
   (:func:`linuxulator_refusal`: its DUMMY/unimplemented calls and rseq ->
   ENOSYS, prctl options outside linuxulator.md 3 and unlisted arch_prctl
   codes -> EINVAL, a growing mremap -> ENOMEM, clone3 with set_tid,
-  CLONE_NEWTIME or CLONE_INTO_CGROUP -> ENOSYS); calls whose status the
-  reference does not give run as on Linux.
+  CLONE_NEWTIME or CLONE_INTO_CGROUP -> ENOSYS, capset of any capability
+  -> EPERM); calls whose status the reference does not give run as on
+  Linux. After a map-changing call (mmap, mprotect, munmap, brk, mremap,
+  arch_prctl, execve) the linprocfs snapshot is refreshed (linprocfs maps
+  are live on FreeBSD); a stale syscall-instruction address (unmapped by
+  the call before) is looked up again.
+* ``PT_FOLLOW_FORK``: Linux ``PTRACE_O_TRACEFORK/VFORK/CLONE`` on the
+  process's threads; the child of a remote fork-like call is then traced
+  and its first stop is reported as SIGSTOP (ptrace.2's PTRACE_FORK by
+  memory: the reference only lists the request); a new thread joins its
+  process's LWP list, stopped with it.
 
 What it refuses: requests the module does not need (``PT_READ_*``,
 ``PT_STEP``, ``PT_GETDBREGS``, ``PT_GETREGSET`` ...) fail with EINVAL and are
