@@ -503,6 +503,8 @@ class Dumper:
         self.skip_pages: dict[int, list[tuple[int, int]]] = skip_pages or {}
         self.parent_pages = 0
         self.p = platform
+        #: the platform reads clear-tid addresses (else 0 is recorded); set by dump()
+        self.thread_extras = True
         self.out = _Images(images_dir)
         self.ids = _Ids()
         self.files: list[Any] = []  # file_entry messages
@@ -693,7 +695,7 @@ class Dumper:
             if kind != "fd":
                 continue
             opid, ofd, oino, odev = rest
-            if oino == f.ino and odev == f.dev and self.p.same_open_file(opid, ofd, pid, f.fd):
+            if (f.ino or f.dev) and oino == f.ino and odev == f.dev and self.p.same_open_file(opid, ofd, pid, f.fd):
                 return fid
         return None
 
@@ -1017,7 +1019,7 @@ class Dumper:
             c = core_pb.core_entry()
             c.mtype = core_pb.core_entry.X86_64
             t = c.thread_info
-            t.clear_tid_addr = self.p.clear_tid_address(tid)
+            t.clear_tid_addr = self.p.clear_tid_address(tid) if self.thread_extras else 0
             for k, v in gpregs_entry(regs).items():
                 setattr(t.gpregs, k, v)
             t.gpregs.mode = _pb("core_x86_pb2").NATIVE
@@ -1296,10 +1298,12 @@ def dump(
 
         platform = get_platform()
     feats = platform.features()
-    for need in (Feature.SEIZE, Feature.GP_REGS, Feature.XSAVE, Feature.VECTORED_READ, Feature.FDS,
-                 Feature.SIGACTIONS, Feature.THREAD_EXTRAS):
-        if need not in feats:
-            raise CheckpointError(f"platform {platform.name} lacks feature {need.value}, needed to dump")
+    # (VECTORED_READ is a speed hint, not needed; without THREAD_EXTRAS no clear-tid address is recorded)
+    for need in ((Feature.SEIZE, Feature.ATTACH), (Feature.GP_REGS,), (Feature.XSAVE,),
+                 (Feature.FDS, Feature.FDS_BASIC), (Feature.SIGACTIONS,)):
+        if not any(n in feats for n in need):
+            raise CheckpointError(f"platform {platform.name} lacks feature {' or '.join(n.value for n in need)}, "
+                                  f"needed to dump")
     # import what the dump needs before anything is stopped (imports hold the GIL
     # the page readers need, and they are not the tree's downtime)
     for mod in ("core_pb2", "core_x86_pb2", "mm_pb2", "vma_pb2", "pagemap_pb2", "pstree_pb2", "fdinfo_pb2",
@@ -1314,6 +1318,7 @@ def dump(
     t0 = time.monotonic()
     seized = _Tree(platform)
     dumper = Dumper(platform, out_dir, skip_map)
+    dumper.thread_extras = Feature.THREAD_EXTRAS in feats
     t_frozen = 0.0
     try:
         zombies: set[int] = set()

@@ -89,9 +89,10 @@ listed in :attr:`RestoreResult.warnings`. Not restored: scheduling policies
 and a set loginuid (both warned), time namespaces and cgroup membership (the
 tree joins the restorer's cgroups and time namespace, like ``criu restore
 --manage-cgroups=ignore`` outside a container). The OS calls go through
-:mod:`capture.platform.linux_inject` (Linux x86_64 ptrace); the Linuxulator
-port on FreeBSD needs the same primitives with PT_* requests and does not
-exist yet.
+:mod:`capture.platform.linux_inject` (Linux x86_64 ptrace), or
+:mod:`capture.platform.freebsd_inject` (PT_* requests, Linux binaries under
+the Linuxulator): features the ops lack (:func:`ops_features`) select the
+compatible steps of :mod:`capture.restore_compat`.
 """
 
 from __future__ import annotations
@@ -249,9 +250,11 @@ class InjectionOps(Protocol):
 
     Everything is Linux-shaped (x86_64 ``user_regs_struct``, Linux syscall
     numbers and wait statuses): on Linux this is the module
-    :mod:`capture.platform.linux_inject` itself; a FreeBSD port for Linux
-    binaries under the Linuxulator would provide the same calls with PT_*
-    requests (not written yet).
+    :mod:`capture.platform.linux_inject` itself; for Linux binaries under
+    FreeBSD's Linuxulator it is
+    :class:`capture.platform.freebsd_inject.FreeBSDInjectionOps` (PT_*
+    requests), which also has ``features()`` and ``spawn_seed()`` (see
+    :func:`ops_features`).
     """
 
     @property
@@ -303,6 +306,44 @@ class InjectionOps(Protocol):
 def _linux_ops() -> InjectionOps:
     ops: InjectionOps = li  # the module implements the protocol
     return ops
+
+
+# --- what the OS under the ops offers (Linuxulator-compatible restore) ---------------
+
+#: clone3 with set_tid: every process and thread gets its dumped pid/tid.
+FEATURE_SET_TID: Final = "set_tid"
+#: prctl(PR_SET_MM, PR_SET_MM_MAP): brk, code/data/stack/arg/env bounds, auxv, exe link.
+FEATURE_MM_MAP: Final = "mm_map"
+#: arch_prctl(ARCH_MAP_VDSO_64): this kernel's vDSO mapped where the restorer wants it.
+FEATURE_MAP_VDSO: Final = "map_vdso"
+#: rseq(2) registrations.
+FEATURE_RSEQ: Final = "rseq"
+#: pid namespaces (unshare(CLONE_NEWPID) in the seed).
+FEATURE_PIDNS: Final = "pidns"
+#: setfsuid/setfsgid.
+FEATURE_FSUID: Final = "fsuid"
+#: capability sets can be set (capset, PR_CAPBSET_DROP, ambient capabilities).
+FEATURE_CAPS: Final = "caps"
+#: the seed may be a fork of the restorer itself (the restorer runs under the
+#: ABI of the restored tree); without it the ops provide ``spawn_seed()``.
+FEATURE_FORK_SEED: Final = "fork_seed"
+#: waitpid accepts Linux's __WALL flag.
+FEATURE_WALL: Final = "wall"
+#: what Linux offers: ops without a ``features()`` method (linux_inject) have all of it.
+LINUX_FEATURES: Final = frozenset({FEATURE_SET_TID, FEATURE_MM_MAP, FEATURE_MAP_VDSO, FEATURE_RSEQ, FEATURE_PIDNS,
+                                   FEATURE_FSUID, FEATURE_CAPS, FEATURE_FORK_SEED, FEATURE_WALL})
+
+
+def ops_features(ops: object) -> frozenset[str]:
+    """The feature names *ops* reports (``ops.features()``); all of Linux's without the method.
+
+    A missing feature selects the Linuxulator-compatible path of the step
+    that needs it (:mod:`capture.restore_compat`); unknown names are ignored.
+    """
+    fn = getattr(ops, "features", None)
+    if fn is None:
+        return LINUX_FEATURES
+    return frozenset(str(f) for f in fn())
 
 
 # --- the stub: one traced thread we inject into -----------------------------------
@@ -522,6 +563,8 @@ class _Restorer:
     def __init__(self, iset: ImageSet | None, *, pidns: bool, root: str, tty_fd: int | None,
                  vdso_mode: str = "auto", ops: "InjectionOps | None" = None, hold: bool = False) -> None:
         self.ops: InjectionOps = ops if ops is not None else _linux_ops()
+        self.features = ops_features(self.ops)
+        self.wall = li.WALL if FEATURE_WALL in self.features else 0
         self.hold = hold
         self.held: list[tuple[int, int]] = []
         if vdso_mode not in ("auto", "map", "proxy"):
@@ -546,7 +589,8 @@ class _Restorer:
         self.fd_base = 0
         self.file_slot: dict[int, int] = {}
         self.stages: dict[str, float] = {}
-        own = self.ops.read_maps(os.getpid())
+        # the restorer's own maps and vDSO; without a forked seed, the spawned seed's (restore_compat)
+        own = self.ops.read_maps(os.getpid()) if FEATURE_FORK_SEED in self.features else []
         layout = _vdso_layout(own)
         self.host_vdso = layout
         self.host_vvar_size = (layout[1] - layout[0]) if layout else 0
@@ -572,7 +616,7 @@ class _Restorer:
         for pid in self.thread_tids + list(reversed(self.created)):
             try:
                 while time.monotonic() < deadline:
-                    got, _ = os.waitpid(pid, li.WALL | os.WNOHANG)
+                    got, _ = os.waitpid(pid, self.wall | os.WNOHANG)
                     if got == 0:
                         time.sleep(0.001)
                         continue
@@ -580,8 +624,21 @@ class _Restorer:
             except ChildProcessError:
                 pass
 
+    def has(self, feature: str) -> bool:
+        """Whether the ops offer *feature* (``FEATURE_*``); without it the compatible path runs."""
+        return feature in self.features
+
     # -- step 1: the seed ---------------------------------------------------------
     def make_seed(self, busy: Sequence[tuple[int, int]] = ()) -> _Stub:
+        if self.features != LINUX_FEATURES:
+            if self.iset is None:
+                raise RestoreError("a restore target prepared before its image exists needs the Linux "
+                                   f"injection features (these ops lack {sorted(LINUX_FEATURES - self.features)})")
+            from capture import restore_compat
+
+            restore_compat.check_image(self)  # refusals come before the first process exists
+            if not self.has(FEATURE_FORK_SEED):
+                return restore_compat.spawned_seed(self)
         self.tramp = _choose_trampoline(self.iset, self.host_vvar_size, self.own_maps, busy)
         rfd, wfd = os.pipe()
         pid = os.fork()
@@ -624,6 +681,10 @@ class _Restorer:
 
     def clone_process(self, parent: _Stub, pid: int, *, flags: int = 0, exit_signal: int = SIGCHLD) -> _Stub:
         """Inject clone3(set_tid=[pid]) into *parent*; return the new, stopped child."""
+        if not self.has(FEATURE_SET_TID):
+            from capture import restore_compat
+
+            return restore_compat.clone_without_set_tid(self, parent, pid, flags=flags, exit_signal=exit_signal)
         parent.reset()
         tid_arr = parent.put(struct.pack("<i", pid), align=8)
         args = struct.pack("<11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, tid_arr, 1, 0)
@@ -794,6 +855,10 @@ class _Restorer:
 
     # -- step 4: one process's state ---------------------------------------------
     def _unmap_all(self, st: _Stub) -> None:
+        if not self.has(FEATURE_MAP_VDSO):
+            from capture import restore_compat
+
+            return restore_compat.unmap_keeping_vdso(self, st)
         t = self.tramp
         st("munmap", 0, t)
         st("munmap", t + TRAMPOLINE_SIZE, TASK_SIZE - (t + TRAMPOLINE_SIZE))
@@ -978,6 +1043,10 @@ class _Restorer:
         kernel's vDSO, mapped elsewhere (a move to a different kernel).
         ``auto`` picks ``map`` when the symbol layouts agree.
         """
+        if not self.has(FEATURE_MAP_VDSO):
+            from capture import restore_compat
+
+            return restore_compat.redirect_to_kept_vdso(self, pr, vdso)
         if self.host_vdso is None:
             raise RestoreError("the image has a vDSO but this kernel maps none (vdso=0?)")
         size = vdso.end - vdso.start
@@ -1093,6 +1162,10 @@ class _Restorer:
                 os.close(fd)
 
     def _set_mm_map(self, pr: _Proc) -> None:
+        if not self.has(FEATURE_MM_MAP):
+            from capture import restore_compat
+
+            return restore_compat.skip_mm_map(self, pr)
         mm = pr.img.mm
         st = pr.stub
         st.reset()
@@ -1212,7 +1285,10 @@ class _Restorer:
                     raise RestoreError(f"tid {tid}: sigaltstack failed: {os.strerror(-res)}")
             else:
                 st("sigaltstack", st.put(struct.pack("<QiiQ", 0, SS_DISABLE, 0, 0), align=8), 0)
-            if tcore.HasField("rseq_entry") and tcore.rseq_entry.rseq_abi_pointer:
+            if tcore.HasField("rseq_entry") and tcore.rseq_entry.rseq_abi_pointer and not self.has(FEATURE_RSEQ):
+                self.warnings.append(f"tid {tid}: rseq area at 0x{tcore.rseq_entry.rseq_abi_pointer:x} not "
+                                     f"re-registered (no rseq here)")
+            elif tcore.HasField("rseq_entry") and tcore.rseq_entry.rseq_abi_pointer:
                 rs = tcore.rseq_entry
                 res = st("rseq", rs.rseq_abi_pointer, rs.rseq_abi_size, 0, rs.signature, check=False)
                 if res < 0:
@@ -1240,6 +1316,10 @@ class _Restorer:
                 st("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0, check=False)
 
     def _restore_creds(self, pr: _Proc, st: _Stub, tid: int, cr: Any) -> None:
+        if not (self.has(FEATURE_FSUID) and self.has(FEATURE_CAPS)):
+            from capture import restore_compat
+
+            return restore_compat.restore_creds(self, pr, st, tid, cr)
         st.reset()
         last_cap = _cap_last_cap()
         self._drop_bounding(st, _caps(cr.cap_bnd))

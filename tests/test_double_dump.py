@@ -2,13 +2,11 @@
 
 A real Linux process is dumped through ``capture.platform.freebsd`` whose
 ptrace/waitpid/kill, linprocfs and procstat are the FreeBSD interface double
-(tests/freebsd_double). The engine (capture.dump) is unchanged; it accepts
-the module through :class:`tests.freebsd_double.engine.EngineGate`, whose
-docstring lists every substitution and the engine change that would remove
-it. The restore is the Linux restore engine (capture.restore is not
-platform-generic: it injects system calls with Linux ptrace directly), so
-"restore through the FreeBSD module" is not shown here; what is shown is
-that images made through the FreeBSD module restore and continue.
+(tests/freebsd_double). The engine (capture.dump) takes the module as it is
+(it accepts PT_ATTACH for a seize and procstat's descriptors, see
+tests/freebsd_double/engine.py). The restores here are the Linux restore
+engine on images made through the FreeBSD module (they restore and
+continue); restore *through* the FreeBSD module is tests/test_double_restore.py.
 
 Verified against a FreeBSD interface double, not on a FreeBSD host.
 """
@@ -21,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -30,9 +28,9 @@ from capture.dump import dump
 from capture.errors import CheckpointError
 from capture.images import read_image
 from capture.images.explore import explore
-from capture.platform.base import Platform, ThreadRegs
+from capture.platform.base import Feature, Platform, ThreadRegs
 from capture.platform.linux import LinuxPlatform
-from tests.freebsd_double.engine import EngineGate, FreeBSDWorld, freebsd_world
+from tests.freebsd_double.engine import FreeBSDWorld, freebsd_world
 from tests.programs.build import build_programs
 from tests.programs.harness import first_field, kill_pids, lines, restore_detached, wait_lines
 
@@ -56,7 +54,7 @@ ALLOWED_DIFFERENCES: dict[str, str] = {
                                                         "(linuxulator.md 3)",
     "core.thread_core.rseq_entry": "absent: Linuxulator rseq always fails with ENOSYS (linuxulator.md 2); "
                                    "the double's process is a real Linux process that has one",
-    "core.thread_info.clear_tid_addr": "0: the Linuxulator has no PR_GET_TID_ADDRESS (EngineGate answers 0)",
+    "core.thread_info.clear_tid_addr": "0: the Linuxulator has no PR_GET_TID_ADDRESS (without THREAD_EXTRAS the engine records 0)",
     "core.thread_info.gpregs.orig_ax": "struct reg has no orig_rax (tools-output.md 6): always -1",
     "core.thread_info.gpregs.{ax,ip} of a restartable call": "the FreeBSD module cannot restart an "
                                                              "interrupted call (no orig_rax): it returns EINTR "
@@ -113,13 +111,28 @@ def world(tmp_path: Path, counter: Counter) -> Iterator[FreeBSDWorld]:
 
 
 def platform_for(kind: str, world: FreeBSDWorld) -> Platform:
-    return LinuxPlatform() if kind == "linux" else EngineGate(world.platform)
+    return LinuxPlatform() if kind == "linux" else world.platform
 
 
-def test_engine_refuses_the_ungated_module_and_leaves_the_process_alone(
+class _CannotAttach:
+    """The FreeBSD module without PT_ATTACH (as if security.bsd.allow_ptrace=0)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def features(self) -> frozenset[Feature]:
+        return frozenset(self.inner.features() - {Feature.ATTACH})
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+
+def test_engine_refuses_a_module_that_cannot_stop_and_leaves_the_process_alone(
         counter: Counter, world: FreeBSDWorld, tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="lacks feature seize"):
-        dump(counter.pid, tmp_path / "img", leave_running=True, platform=world.platform)
+    assert Feature.SEIZE not in world.platform.features()  # PT_ATTACH is not a seize ...
+    with pytest.raises(CheckpointError, match="lacks feature seize or attach"):
+        dump(counter.pid, tmp_path / "img", leave_running=True, platform=cast(Platform, _CannotAttach(world.platform)))
     assert world.kernel.calls == [] and not list((tmp_path / "img").glob("*")) if (tmp_path / "img").exists() else True
     n = len(lines(counter.out))
     wait_lines(counter.out, n + 2)
@@ -127,7 +140,7 @@ def test_engine_refuses_the_ungated_module_and_leaves_the_process_alone(
 
 def test_dump_through_freebsd_module_leaves_process_running(counter: Counter, world: FreeBSDWorld,
                                                             tmp_path: Path) -> None:
-    res = dump(counter.pid, tmp_path / "img", leave_running=True, platform=EngineGate(world.platform))
+    res = dump(counter.pid, tmp_path / "img", leave_running=True, platform=world.platform)
     assert res.pids == (counter.pid,) and res.threads == 1 and res.pages > 0
     used = {name for name, _ in world.kernel.calls}
     # the module really went through the FreeBSD requests
@@ -148,7 +161,7 @@ def test_threads_dumped_through_freebsd_module_restore_and_all_continue(
     try:
         wait_lines(out, 3)
         world.linprocfs.add([proc.pid])
-        res = dump(proc.pid, tmp_path / "img", platform=EngineGate(world.platform))
+        res = dump(proc.pid, tmp_path / "img", platform=world.platform)
         assert res.threads == 4 and len([c for c in world.kernel.calls if c[0] == "PT_GETREGS"]) >= 4
         proc.wait(timeout=10)
     finally:
@@ -228,7 +241,7 @@ def test_contract_same_stopped_process_through_both_modules(counter: Counter, wo
     time.sleep(0.1)
     lx, fb = tmp_path / "linux", tmp_path / "freebsd-img"
     dump(counter.pid, lx, leave_running=True, platform=LinuxPlatform())
-    dump(counter.pid, fb, leave_running=True, platform=EngineGate(world.platform))
+    dump(counter.pid, fb, leave_running=True, platform=world.platform)
     pid = counter.pid
     assert sorted(os.listdir(lx)) == sorted(os.listdir(fb)), "the same image files"
 
@@ -345,7 +358,7 @@ def test_rewind_in_place_through_the_freebsd_module(counter: Counter, world: Fre
     os.kill(pid, signal.SIGSTOP)
     time.sleep(0.1)
     images = tmp_path / "img"
-    dump(pid, images, leave_running=True, platform=EngineGate(world.platform))
+    dump(pid, images, leave_running=True, platform=world.platform)
     last = first_field(lines(counter.out)[-1])
     os.kill(pid, signal.SIGCONT)
     moved = wait_lines(counter.out, len(lines(counter.out)) + 3)
@@ -390,7 +403,7 @@ def test_pipe_is_refused_by_name_and_the_tree_runs_on(programs: dict[str, Path],
         kids = [int(x) for x in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         world.linprocfs.add([proc.pid, *kids])
         with pytest.raises(CheckpointError, match="read_pipe_data"):
-            dump(proc.pid, tmp_path / "img", tree=True, leave_running=True, platform=EngineGate(world.platform))
+            dump(proc.pid, tmp_path / "img", tree=True, leave_running=True, platform=world.platform)
         assert world.kernel.procs == {}, "everything detached"
         assert not (tmp_path / "img").exists() or not any((tmp_path / "img").iterdir())
         n = len(lines(out))

@@ -40,6 +40,9 @@ class Feature(enum.Enum):
 
     #: attach without a visible SIGSTOP (PTRACE_SEIZE + PTRACE_INTERRUPT).
     SEIZE = "seize"
+    #: stop and attach a process at all, possibly visibly (FreeBSD PT_ATTACH
+    #: sends SIGSTOP, which the backend consumes); SEIZE implies it.
+    ATTACH = "attach"
     #: general registers incl. fs_base/gs_base of every thread.
     GP_REGS = "gp-regs"
     #: the full xsave area (FPU, SSE, AVX, ...) of every thread.
@@ -53,6 +56,9 @@ class Feature(enum.Enum):
     MEMORY_WRITE = "memory-write"
     #: open descriptors with kind, position and flags.
     FDS = "fds"
+    #: open descriptors with kind, path, position and access flags only (no
+    #: inode/device/size/close-on-exec: FreeBSD ``procstat -f``); FDS implies it.
+    FDS_BASIC = "fds-basic"
     #: sockets described (family, type, state, addresses).
     SOCKET_INFO = "socket-info"
     #: signal handlers of a process (may need syscall injection).

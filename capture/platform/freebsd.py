@@ -7,8 +7,10 @@ UNTESTED ON A REAL FREEBSD HOST. Written strictly against
 and tested with an injected fake ``ptrace`` and recorded linprocfs/procstat
 text composed from those tables, and verified against a FreeBSD interface
 double built from those documented layouts over real Linux processes
-(``tests/freebsd_double``: the unchanged dump engine dumps real processes
-through this module there; see docs/freebsd.md).
+(``tests/freebsd_double``: the dump engine dumps real processes through
+this module there, and the restore engine restores them through
+:mod:`capture.platform.freebsd_inject`, which drives this module's ptrace;
+see docs/freebsd.md).
 
 On FreeBSD the migrated processes are Linux ELF binaries run by the
 Linuxulator, so the engine's Linux-shaped data (``user_regs_struct`` names,
@@ -1074,12 +1076,17 @@ class FreeBSDPlatform:
         return PlatformError(f"FreeBSD platform cannot answer {call}: {why} ({UNTESTED})")
 
     def features(self) -> frozenset[Feature]:
-        """GP_REGS (PT_GETREGS + PT_GETFSBASE/GSBASE), XSAVE (PT_GETXSTATE),
-        MEMORY_WRITE (PT_IO write), SIGACTIONS (rt_sigaction through
+        """ATTACH (PT_ATTACH: the target sees a SIGSTOP, consumed here),
+        GP_REGS (PT_GETREGS + PT_GETFSBASE/GSBASE), XSAVE (PT_GETXSTATE),
+        MEMORY_WRITE (PT_IO write), FDS_BASIC (``procstat -f``: kind, path,
+        offset, access flags), SIGACTIONS (rt_sigaction through
         PT_SC_REMOTE). Nothing else: no seize, no page presence, no vectored
-        read (PT_IO is one range per request), no complete descriptor data,
-        no clear_tid address (so no THREAD_EXTRAS), no namespaces, no clocks."""
-        return frozenset({Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE, Feature.SIGACTIONS})
+        read (PT_IO is one range per request), no complete descriptor data
+        (no inode/device/size/close-on-exec), no clear_tid address (so no
+        THREAD_EXTRAS), no namespaces, no clocks. The dump engine accepts
+        exactly this set."""
+        return frozenset({Feature.ATTACH, Feature.GP_REGS, Feature.XSAVE, Feature.MEMORY_WRITE, Feature.FDS_BASIC,
+                          Feature.SIGACTIONS})
 
     # -- discovery --------------------------------------------------------
     def _lwp_list(self, pid: int) -> tuple[int, ...]:

@@ -14,8 +14,9 @@ from those tables, never imported from the FreeBSD modules under test.
 * :mod:`tests.freebsd_double.tools`: ``procstat``, ``jls``, ``jail``,
   ``jexec``, ``rctl``, ``sysctl``, ``mount``/``umount``, ``devfs`` behind the
   CommandRunner protocol, with a stateful jail registry.
-* :mod:`tests.freebsd_double.engine`: how the capture engine is driven
-  through the FreeBSD platform module (the feature gate adapter).
+* :mod:`tests.freebsd_double.engine`: the FreeBSD platform module wired to
+  the doubles (the capture engine takes it as it is, for the dump and,
+  through ``capture.platform.freebsd_inject``, for the restore).
 
 Verified against this double, not on a FreeBSD host.
 """

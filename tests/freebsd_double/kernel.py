@@ -48,8 +48,17 @@ What it emulates, and how (everything not in the reference is said here):
   (:func:`linuxulator_refusal`: its DUMMY/unimplemented calls and rseq ->
   ENOSYS, prctl options outside linuxulator.md 3 and unlisted arch_prctl
   codes -> EINVAL, a growing mremap -> ENOMEM, clone3 with set_tid,
-  CLONE_NEWTIME or CLONE_INTO_CGROUP -> ENOSYS); calls whose status the
-  reference does not give run as on Linux.
+  CLONE_NEWTIME or CLONE_INTO_CGROUP -> ENOSYS, capset of any capability
+  -> EPERM); calls whose status the reference does not give run as on
+  Linux. After a map-changing call (mmap, mprotect, munmap, brk, mremap,
+  arch_prctl, execve) the linprocfs snapshot is refreshed (linprocfs maps
+  are live on FreeBSD); a stale syscall-instruction address (unmapped by
+  the call before) is looked up again.
+* ``PT_FOLLOW_FORK``: Linux ``PTRACE_O_TRACEFORK/VFORK/CLONE`` on the
+  process's threads; the child of a remote fork-like call is then traced
+  and its first stop is reported as SIGSTOP (ptrace.2's PTRACE_FORK by
+  memory: the reference only lists the request); a new thread joins its
+  process's LWP list, stopped with it.
 
 What it refuses: requests the module does not need (``PT_READ_*``,
 ``PT_STEP``, ``PT_GETDBREGS``, ``PT_GETREGSET`` ...) fail with EINVAL and are
@@ -79,7 +88,7 @@ from capture.platform.base import ThreadRegs
 PT: Final[dict[str, int]] = {
     "PT_TRACE_ME": 0, "PT_READ_I": 1, "PT_READ_D": 2, "PT_WRITE_I": 4, "PT_WRITE_D": 5,
     "PT_CONTINUE": 7, "PT_KILL": 8, "PT_STEP": 9, "PT_ATTACH": 10, "PT_DETACH": 11, "PT_IO": 12,
-    "PT_LWPINFO": 13, "PT_GETNUMLWPS": 14, "PT_GETLWPLIST": 15, "PT_GETREGS": 33, "PT_SETREGS": 34,
+    "PT_LWPINFO": 13, "PT_GETNUMLWPS": 14, "PT_GETLWPLIST": 15, "PT_FOLLOW_FORK": 23, "PT_GETREGS": 33, "PT_SETREGS": 34,
     "PT_GETFPREGS": 35, "PT_SETFPREGS": 36, "PT_VM_TIMESTAMP": 40, "PT_VM_ENTRY": 41,
     "PT_SC_REMOTE": 44, "PT_GETXSTATE_INFO": 68, "PT_GETXSTATE": 69, "PT_SETXSTATE": 70,
     "PT_GETFSBASE": 71, "PT_SETFSBASE": 72, "PT_GETGSBASE": 73, "PT_SETGSBASE": 74,
@@ -187,6 +196,7 @@ class _Proc:
     statuses: deque[int] = field(default_factory=deque)
     syscall_insn: int = 0
     last_sig: int = 0  # FreeBSD signal of the last reported stop
+    follow_fork: bool = False
 
 
 def _tgid(tid: int) -> int | None:
@@ -227,6 +237,7 @@ class FreeBSDKernel:
             PT["PT_ATTACH"]: self._attach, PT["PT_DETACH"]: self._detach, PT["PT_CONTINUE"]: self._continue,
             PT["PT_KILL"]: self._kill_req, PT["PT_IO"]: self._io, PT["PT_LWPINFO"]: self._lwpinfo,
             PT["PT_GETNUMLWPS"]: self._numlwps, PT["PT_GETLWPLIST"]: self._lwplist,
+            PT["PT_FOLLOW_FORK"]: self._follow_fork,
             PT["PT_GETREGS"]: self._getregs, PT["PT_SETREGS"]: self._setregs,
             PT["PT_GETFPREGS"]: self._getfpregs, PT["PT_SETFPREGS"]: self._setfpregs,
             PT["PT_VM_TIMESTAMP"]: self._vm_timestamp, PT["PT_VM_ENTRY"]: self._vm_entry,
@@ -386,6 +397,28 @@ class FreeBSDKernel:
         p = self._proc(pid, stopped=False)
         os.kill(p.pid, lx_signal.SIGKILL)
         return 0
+
+    def _follow_fork(self, pid: int, addr: int, data: int) -> int:
+        p = self._proc(pid)
+        opts = li.PTRACE_O_TRACEFORK | li.PTRACE_O_TRACEVFORK | li.PTRACE_O_TRACECLONE if data else 0
+        for t in p.tids:
+            li.set_options(t, opts)
+        p.follow_fork = bool(data)
+        return 0
+
+    def _adopt(self, parent: _Proc, child: int) -> None:
+        """A child of a remote fork-like call under PT_FOLLOW_FORK: traced, its first stop
+        a SIGSTOP (not in the reference: ptrace.2's PTRACE_FORK by memory). A new thread
+        (CLONE_THREAD) joins its process's LWP list, stopped with it."""
+        li.wait_stop(child)  # the Linux auto-attach stop
+        if _tgid(child) == parent.pid:
+            parent.tids.append(child)
+            return
+        p = _Proc(child, [child], follow_fork=parent.follow_fork)
+        p.statuses.append(stopped_status(17))
+        p.last_sig = 17
+        self.procs[child] = p
+        self._changed(child)
 
     # -- threads ----------------------------------------------------------------------
     def _numlwps(self, pid: int, addr: int, data: int) -> int:
@@ -568,11 +601,16 @@ class FreeBSDKernel:
             p.statuses.append(stopped_status(5))
             self.refused.append((nr, refusal))
             return 0
-        if p.syscall_insn == 0:
-            p.syscall_insn = li.find_syscall_insn(p.pid)
+        if p.syscall_insn == 0 or not _is_syscall_insn(p.pid, p.syscall_insn):
+            p.syscall_insn = li.find_syscall_insn(p.pid)  # (again after the old one was unmapped)
         # a fresh injector each time: it restores the registers the thread has *now*
         inj = li.Injector(t, p.syscall_insn, keep_regs=False)
-        res = inj.call(nr, *args, check=False).value
+        result = inj.call(nr, *args, check=False)
+        res = result.value
+        if result.child:
+            self._adopt(p, result.child)
+        if nr in _MAP_CHANGING:
+            self._changed(p.pid)  # linprocfs maps are live on FreeBSD: the snapshot follows
         if -4096 < res < 0:
             out = SC_REMOTE.pack(0, 0, linux_errno_to_freebsd(-res), nr, nargs, args_ptr)
         else:
@@ -605,7 +643,17 @@ LINUXULATOR_ENOSYS: Final[dict[int, str]] = {
 LINUXULATOR_PRCTL: Final = frozenset({1, 2, 3, 4, 7, 8, 15, 16, 38})
 #: arch_prctl codes it handles (linuxulator.md 2); anything else is EINVAL
 LINUXULATOR_ARCH_PRCTL: Final = frozenset({0x1001, 0x1002, 0x1003, 0x1004, 0x3001})
-ENOSYS_FB, ENOMEM_FB = 78, 12
+ENOSYS_FB, ENOMEM_FB, EPERM_FB = 78, 12, 1
+#: Linux calls after which the linprocfs double's maps snapshot is refreshed
+#: (mmap, mprotect, munmap, brk, mremap, arch_prctl, execve)
+_MAP_CHANGING: Final = frozenset({9, 10, 11, 12, 25, 158, 59})
+
+
+def _is_syscall_insn(pid: int, addr: int) -> bool:
+    try:
+        return li.read_memory(pid, addr, 2) == li.SYSCALL_INSN
+    except PlatformError:
+        return False
 
 
 def linuxulator_refusal(pid: int, nr: int, args: tuple[int, ...]) -> int | None:
@@ -621,6 +669,13 @@ def linuxulator_refusal(pid: int, nr: int, args: tuple[int, ...]) -> int | None:
         return EINVAL
     if nr == 25 and a[2] > a[1]:  # mremap: never grows (ENOMEM)
         return ENOMEM_FB
+    if nr == 126 and a[1]:  # capset: setting any capability -> EPERM (linuxulator.md 3)
+        try:
+            sets = li.read_memory(pid, a[1], 24)
+        except PlatformError:
+            return EFAULT
+        if any(sets):
+            return EPERM_FB
     if nr == 435:  # clone3: set_tid, CLONE_NEWTIME, CLONE_INTO_CGROUP -> ENOSYS
         try:
             raw = li.read_memory(pid, a[0], 88) if a[0] else b""
