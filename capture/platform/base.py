@@ -512,6 +512,11 @@ class Platform(Protocol):
 
     def read_maps(self, pid: int) -> tuple[Vma, ...]: ...
 
+    def prime_vmflags(self, pid: int) -> None:
+        """Read now what the next :meth:`read_maps` of *pid* would read slowly (Linux:
+        smaps VmFlags, reused while /proc/PID/maps is unchanged); may do nothing."""
+        ...
+
     def mm_info(self, pid: int) -> MmInfo: ...
 
     def list_fds(self, pid: int) -> tuple[FdInfo, ...]: ...
@@ -561,6 +566,15 @@ class Platform(Protocol):
 
     def interrupt(self, tid: int) -> None:
         """Stop a seized thread and wait until it is stopped."""
+        ...
+
+    def request_stop(self, tid: int) -> None:
+        """Ask a seized thread to stop without waiting (it may be frozen by a cgroup
+        freezer and stop only once thawed); :meth:`wait_stopped` collects the stop."""
+        ...
+
+    def wait_stopped(self, tid: int) -> None:
+        """Wait until a thread asked by :meth:`request_stop` is stopped."""
         ...
 
     def release(self, tid: int) -> None:

@@ -1202,6 +1202,9 @@ class FreeBSDPlatform:
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
         return vmas_from_linprocfs_maps(self._read(f"{pid}/maps"))
 
+    def prime_vmflags(self, pid: int) -> None:
+        """Nothing to prepare: linprocfs maps is read whole each time (no smaps)."""
+
     def mm_info(self, pid: int) -> MmInfo:
         st = parse_linprocfs_stat(self._read(f"{pid}/stat"))
 
@@ -1430,6 +1433,15 @@ class FreeBSDPlatform:
         t.pending_signal = self._wait_stopped(pid)
         t.stopped = True
         t.lwps = self._lwp_list(pid)
+
+    def request_stop(self, tid: int) -> None:
+        """Nothing to send: PT_ATTACH (:meth:`seize`) already asked for the stop."""
+        pid = self._owner(tid)
+        if pid not in self._traced:
+            raise PlatformError(f"request_stop({tid}): process {pid} is not attached (call seize first)")
+
+    def wait_stopped(self, tid: int) -> None:
+        self.interrupt(tid)
 
     def release(self, tid: int) -> None:
         """Detach once every LWP of the process (or the pid itself) is released."""
