@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import os
 import tarfile
 from pathlib import Path
 
@@ -235,7 +236,10 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     ([_member("/etc/passwd")], "absolute path"),
     ([_member("link", tarfile.SYMTYPE, "../../etc")], "points outside the tree"),
     ([_member("a/link", tarfile.SYMTYPE, "../../x")], "points outside the tree"),
-    ([_member("abs", tarfile.SYMTYPE, "/etc/shadow")], "is absolute"),
+    ([_member("abs", tarfile.SYMTYPE, "/../../etc/shadow")], "points outside the root"),
+    ([_member("dev", tarfile.SYMTYPE, "/etc")], "where the agent itself works"),
+    ([_member("dev/null", tarfile.SYMTYPE, "/etc/passwd")], "where the agent itself works"),
+    ([_member("proc", tarfile.SYMTYPE, "etc")], "where the agent itself works"),
     ([_member("dev/sda", tarfile.BLKTYPE)], "device node"),
     ([_member("dev/null", tarfile.CHRTYPE)], "device node"),
     ([_member("fifo", tarfile.FIFOTYPE)], "FIFO"),
@@ -253,10 +257,14 @@ def test_hostile_tar_refused(tmp_path: Path, members: list[tarfile.TarInfo], mes
 def test_good_tar_extracts(tmp_path: Path) -> None:
     members = [_member("etc", tarfile.DIRTYPE), _member("etc/hostname"),
                _member("etc/alias", tarfile.SYMTYPE, "hostname"), _member("bin", tarfile.DIRTYPE),
-               _member("bin/sh", tarfile.SYMTYPE, "../etc/hostname")]
+               _member("bin/sh", tarfile.SYMTYPE, "../etc/hostname"),
+               _member("etc/mtab", tarfile.SYMTYPE, "/proc/mounts")]  # podman puts this one in
     path = _tar(tmp_path / "delta.tar", members, {"etc/hostname": b"b\n"})
-    assert safety.extract_tar(path, tmp_path / "out") == 5
+    assert safety.extract_tar(path, tmp_path / "out") == 6
     assert (tmp_path / "out/etc/alias").read_text() == "b\n"
+    # an absolute symlink is kept as it is (the container resolves it in its root);
+    # the agent never follows it
+    assert os.readlink(tmp_path / "out/etc/mtab") == "/proc/mounts"
 
 
 def test_tar_limits(tmp_path: Path) -> None:

@@ -11,9 +11,13 @@ Rules:
     extracted: no absolute names, no ``..`` components, no NUL, no device
     nodes or FIFOs, no hard links out of the tree, no symlink whose target
     (absolute targets resolved against the rootfs root, as inside the
-    container) leaves the tree, no member below an earlier symlink, bounded
-    member count and total size. Extraction then uses tarfile's ``tar``
-    filter as a second layer.
+    container) leaves the tree, no member below an earlier symlink, no
+    symlink where the agent itself works in the tree (``dev``, ``dev/*``,
+    ``proc``), bounded member count and total size. Everything but symlinks
+    is extracted with tarfile's ``tar`` filter as a second layer; symlinks
+    (absolute ones are normal in a rootfs: ``etc/mtab -> /proc/mounts``)
+    are created last, with ``symlinkat`` below parents opened with
+    O_NOFOLLOW, and are never followed by the agent.
 
 Every refusal is a :class:`UnsafeInputError` naming the field or member and
 the value.
@@ -120,27 +124,49 @@ def _check_link_target(member: str, target: str, where: str, *, symlink: bool) -
         if target.startswith("/") or ".." in target.split("/"):
             raise UnsafeInputError(f"{where}: hard link target {target!r:.200} leaves the tree")
         return
+    if member in AGENT_PATHS or member.startswith("dev/"):
+        raise UnsafeInputError(f"{where}: a symlink is not allowed where the agent itself works in the "
+                               f"tree (dev, dev/*, proc)")
     if target.startswith("/"):
-        resolved = posixpath.normpath(target.lstrip("/"))  # resolved inside the rootfs
+        resolved = posixpath.normpath(target.lstrip("/"))  # resolved inside the rootfs, as the container does
         if resolved.startswith(".."):
             raise UnsafeInputError(f"{where}: symlink target {target!r:.200} points outside the root")
-        # absolute targets are legal in a rootfs but would escape on extraction; refuse
-        raise UnsafeInputError(
-            f"{where}: symlink target {target!r:.200} is absolute (would point outside the tree when extracted)"
-        )
+        return
     base = posixpath.dirname(member)
     resolved = posixpath.normpath(posixpath.join(base, target))
     if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
         raise UnsafeInputError(f"{where}: symlink target {target!r:.200} points outside the tree")
 
 
+#: top-level paths the agent creates, binds or mounts on in a restored rootfs
+AGENT_PATHS = frozenset({"dev", "proc"})
+
+
+def _symlink_in(dest: Path, name: str, target: str) -> None:
+    """symlinkat(*target*, parent, leaf) with every parent component of *name* opened
+    with O_NOFOLLOW below *dest*: nothing already in the tree is followed."""
+    parts = name.split("/")
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        os.symlink(target, parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def extract_tar(path: Path, dest: Path, limits: TarLimits = TarLimits()) -> int:
     """Check, then extract into *dest* (created, must be empty); returns member count."""
     members = check_tar(path, limits)
     dest.mkdir(mode=0o700)
+    links = [m for m in members if m.issym()]
     with tarfile.open(path, "r:") as tar:
         try:
-            tar.extractall(dest, members=members, filter="tar")
+            tar.extractall(dest, members=[m for m in members if not m.issym()], filter="tar")
+            for m in links:
+                _symlink_in(dest, posixpath.normpath(m.name.lstrip("./")), m.linkname)
         except (tarfile.TarError, OSError) as err:
             raise UnsafeInputError(f"rootfs delta {path.name}: extraction refused: {err}") from None
     return len(members)
