@@ -4,8 +4,9 @@
                    [--json] [--state-dir DIR] [--trust FP] [--runc-root DIR]
     hetmig migrate --pid PID --to HOST:PORT ...
 
-CONTAINER is a runc container id, or with ``--agent-state DIR`` a container an
-agent restored on this host (jail names on FreeBSD are not wired yet and are
+CONTAINER is a runc container id, with ``--podman`` a podman container (name or
+id, OCI runtime runc), or with ``--agent-state DIR`` a container an agent
+restored on this host (jail names on FreeBSD are not wired yet and are
 refused). Progress: JSON lines on stdout with ``--json``, otherwise one
 updating line on stderr when it is a terminal; the final report (total time,
 frozen time, bytes and pages per round) goes to stdout. Exit 3 when the
@@ -39,6 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"our identity and pins (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--trust", action="append", default=[], metavar="FP", help="pin this agent fingerprint for this run")
     parser.add_argument("--runc-root", help="runc --root of the container")
+    parser.add_argument("--podman", action="store_true",
+                        help="CONTAINER is a podman container name or id (OCI runtime runc)")
     parser.add_argument("--agent-state", metavar="DIR",
                         help="CONTAINER was restored here by the agent with this state dir (not a runc container)")
     parser.add_argument("--verify-pages", action="store_true", help=argparse.SUPPRESS)  # tests: hash-check rebuilt pages
@@ -47,7 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime_shim.cli.agent import parse_hostport
-    from runtime_shim.migration.engine import ManagedSource, ProcessSource, RuncSource
+    from runtime_shim.migration.engine import ManagedSource, PodmanSource, ProcessSource, RuncSource
     from runtime_shim.migration.source import MigrateOptions, Migration
 
     if (args.container is None) == (args.pid is None):
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         source = ProcessSource(args.pid, tracker=args.tracker)
     elif args.agent_state:
         source = ManagedSource(args.container, Path(args.agent_state), tracker=args.tracker)
+    elif args.podman:
+        source = PodmanSource(args.container, tracker=args.tracker, runc_root=args.runc_root or "/run/runc")
     else:
         source = RuncSource(args.container, root=args.runc_root, tracker=args.tracker)
     tty = sys.stderr.isatty() and not args.json

@@ -163,6 +163,7 @@ class ProcessSource:
         self._deferred = False  # the tracker stays in the frozen process (defer_tracking_stop)
 
     def describe(self) -> SourceDescription:
+        _refuse_unrestorable(self.pid)
         return SourceDescription(self.name, {}, _rss_bytes(self.pid), (self.pid,))
 
     def start_tracking(self) -> None:
@@ -534,6 +535,23 @@ class ProcessSource:
         _reap_all(held)
 
 
+def _refuse_unrestorable(pid: int) -> None:
+    """Refuse (exit 3) before anything is sent or frozen what the restore would refuse
+    after the whole pre-copy: a seccomp filter (podman's and docker's default profile)."""
+    from capture.errors import RefusedError
+
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Seccomp:") and line.split()[1] != "0":
+                    raise RefusedError(
+                        f"pid {pid} runs under seccomp mode {line.split()[1]} (a filter); seccomp filters are "
+                        "not restored yet, nothing was migrated (podman: run it with "
+                        "--security-opt seccomp=unconfined to make it migratable)")
+    except OSError:
+        return
+
+
 def _write_freezer(state: Path, value: str) -> None:
     try:
         state.write_text(value)
@@ -673,14 +691,14 @@ class _HeldPlatform:
 
 
 class RuncSource(ProcessSource):
-    """A runc container. Pre-copy tracks its init process; the freeze is a ptrace
-    freeze of the init process (the dump engine seizes the rest of the tree
-    inside it). The cgroup freezer is not used: a task frozen by it cannot be
-    ptrace-interrupted until thawed, and the dump needs ptrace. The spec sent
-    to the destination is ``{"oci": config.json, "observed": container.observe()}``;
-    the rootfs goes whole as a checked tar at cut-over. After the destination
-    took over: the container's veth is removed (its address lives on there),
-    then ``runc kill KILL`` + ``runc delete --force``."""
+    """A runc container. Pre-copy tracks its init process; the freeze goes through
+    the container's cgroup freezer (every task stopped at once), each thread is
+    seized and asked to stop while frozen, then the cgroup is thawed into the
+    ptrace stops (see :meth:`ProcessSource._seize_in_freezer`). The spec sent to
+    the destination is ``{"oci": config.json, "observed": container.observe()}``;
+    the rootfs goes whole as a checked tar during pre-copy and its changes at
+    cut-over. After the destination took over: the container's veth is removed
+    (its address lives on there), then ``runc kill KILL`` + ``runc delete --force``."""
 
     def __init__(self, container_id: str, *, root: str | None = None, tracker: str | None = None) -> None:
         self.runc = ["runc"] + (["--root", root] if root else [])
@@ -721,6 +739,7 @@ class RuncSource(ProcessSource):
         if self._desc is None:
             from runtime_shim.migration import container
 
+            _refuse_unrestorable(self.pid)
             self.observed = container.observe(self.pid)
             spec = {"oci": self.oci_spec(), "observed": self.observed}
             self._desc = SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
@@ -756,6 +775,34 @@ class RuncSource(ProcessSource):
         self._frozen = False
 
 
+class PodmanSource(RuncSource):
+    """A podman container whose OCI runtime is runc: the runc container conmon
+    watches (podman keeps it under runc's default root, /run/runc). Migrated like
+    any runc container; afterwards its process tree is killed and podman (through
+    conmon) records it as exited -- its record, image and volumes stay for
+    ``podman rm``. Other runtimes (crun) are refused."""
+
+    def __init__(self, name: str, *, tracker: str | None = None, runc_root: str = "/run/runc") -> None:
+        proc = subprocess.run(["podman", "container", "inspect", "--format", "json", name], capture_output=True,
+                              text=True, timeout=60)
+        if proc.returncode != 0:
+            raise MigrationError(f"podman container {name!r}: {proc.stderr.strip()[-500:] or 'not found'}")
+        try:
+            info = json.loads(proc.stdout)[0]
+            cid, runtime = str(info["Id"]), str(info.get("OCIRuntime") or "")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise MigrationError(f"podman container {name!r}: unreadable `podman container inspect` output") from None
+        if runtime != "runc":
+            raise MigrationError(f"podman container {name!r} runs under OCI runtime {runtime!r}; only runc "
+                                 "containers are migrated")
+        super().__init__(cid, root=runc_root, tracker=tracker)
+
+    def destroy(self) -> None:
+        """Kill the frozen tree (conmon sees it end); podman's network and cgroups are podman's."""
+        self._kill_held()
+        self._frozen = False
+
+
 class ManagedSource(ProcessSource):
     """A container an agent restored on this host (``<agent-state>/containers/ID.json``):
     migrated on like a runc container; destroyed with its cgroups, netns and rootfs."""
@@ -776,6 +823,7 @@ class ManagedSource(ProcessSource):
         if self._desc is None:
             from runtime_shim.migration import container
 
+            _refuse_unrestorable(self.pid)
             observed = container.observe(self.pid)
             spec = {"oci": self.record.get("oci") or {}, "observed": observed}
             self._desc = SourceDescription(self.container_id, spec, _rss_bytes(self.pid), (self.pid,))
