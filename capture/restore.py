@@ -214,14 +214,19 @@ class RestoreResult:
     held: tuple[tuple[int, int], ...] = ()
 
 
-def release(result: RestoreResult) -> None:
-    """Let a tree restored with ``hold=True`` run (call from the restoring thread)."""
+def release(result: RestoreResult, ops: "InjectionOps | None" = None) -> None:
+    """Let a tree restored with ``hold=True`` run (call from the restoring thread, with the
+    same injection ops as the restore)."""
+    detach = ops.detach if ops is not None else li.detach
     for tid, sig in result.held:
-        li.detach(tid, sig)
+        detach(tid, sig)
 
 
-def kill_held(result: RestoreResult) -> None:
+def kill_held(result: RestoreResult, ops: "InjectionOps | None" = None) -> None:
     """Kill a tree restored with ``hold=True`` and collect its exit (restoring thread only)."""
+    wall = li.WALL
+    if ops is not None and hasattr(ops, "features") and FEATURE_WALL not in ops.features():
+        wall = 0  # waitpid without Linux's __WALL (the Linuxulator's host)
     pids = ([result.init_pid] if result.init_pid else []) + list(result.pids.values())
     for pid in pids:
         try:
@@ -237,7 +242,7 @@ def kill_held(result: RestoreResult) -> None:
 
     for tid, _sig in sorted(result.held, key=order):
         try:
-            os.waitpid(tid, li.WALL)
+            os.waitpid(tid, wall)
         except ChildProcessError:
             pass
 
@@ -329,9 +334,11 @@ FEATURE_CAPS: Final = "caps"
 FEATURE_FORK_SEED: Final = "fork_seed"
 #: waitpid accepts Linux's __WALL flag.
 FEATURE_WALL: Final = "wall"
+#: prctl(PR_SET_CHILD_SUBREAPER) (the Linuxulator refuses it: images that need it are refused up front).
+FEATURE_SUBREAPER: Final = "subreaper"
 #: what Linux offers: ops without a ``features()`` method (linux_inject) have all of it.
 LINUX_FEATURES: Final = frozenset({FEATURE_SET_TID, FEATURE_MM_MAP, FEATURE_MAP_VDSO, FEATURE_RSEQ, FEATURE_PIDNS,
-                                   FEATURE_FSUID, FEATURE_CAPS, FEATURE_FORK_SEED, FEATURE_WALL})
+                                   FEATURE_FSUID, FEATURE_CAPS, FEATURE_FORK_SEED, FEATURE_WALL, FEATURE_SUBREAPER})
 
 
 def ops_features(ops: object) -> frozenset[str]:

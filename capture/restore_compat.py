@@ -65,11 +65,18 @@ _CLONE3_ARGS: Final = struct.Struct("<11Q")
 
 def check_image(r: "_Restorer") -> None:
     """Refuse what the missing features make impossible, before the first process exists."""
-    from capture.restore import FEATURE_PIDNS, FEATURE_SET_TID
+    from capture.restore import FEATURE_PIDNS, FEATURE_SET_TID, FEATURE_SUBREAPER
 
     if r.pidns and not r.has(FEATURE_PIDNS):
         raise RestoreRefusedError("--pidns: the OS under these injection ops has no pid namespaces "
                                   "(Linuxulator unshare/setns are dummies); restore without --pidns")
+    if not r.has(FEATURE_SUBREAPER):
+        for p in r.iset.processes:
+            tc = p.core.tc
+            if tc.HasField("child_subreaper") and tc.child_subreaper:
+                raise RestoreRefusedError(
+                    f"pid {p.pid} is a child subreaper (PR_SET_CHILD_SUBREAPER), which the OS under these "
+                    f"injection ops refuses (Linuxulator prctl); nothing was restored")
     if r.has(FEATURE_SET_TID):
         return
     procs = r.iset.processes

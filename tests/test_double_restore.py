@@ -176,6 +176,23 @@ def test_compatible_path_refuses_a_tree_that_needs_pid_identity(programs: dict[s
     assert len(world.kernel.calls) == calls, "refused before any process was created"
 
 
+def test_compatible_path_refuses_a_child_subreaper(counter: Counter, world: FreeBSDWorld, tmp_path: Path) -> None:
+    """PR_SET_CHILD_SUBREAPER is not among the Linuxulator's prctl options: an image that needs it
+    is refused before anything is created, not half-way through."""
+    from capture.images import read_image, write_image
+
+    images = tmp_path / "img"
+    dump_counter("linux", counter, world, images)
+    core = next(images.glob("core-*.img"))
+    img = read_image(core)
+    img.entries[0].tc.child_subreaper = True
+    write_image(core, img)
+    calls = len(world.kernel.calls)
+    with pytest.raises(RestoreRefusedError, match="child subreaper"):
+        restore(images, ops=ops_for("freebsd", world))
+    assert len(world.kernel.calls) == calls, "refused before any process was created"
+
+
 def test_seed_is_a_linux_branded_static_elf_that_waits(tmp_path: Path) -> None:
     """The seed FreeBSD would brand as Linux (EI_OSABI 3, linuxulator.md 1) and that sleeps in pause()."""
     elf = seed_elf()
