@@ -15,6 +15,8 @@ for pair in runc:runc podman:podman busybox:busybox-static debootstrap:debootstr
     command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 [ -e /usr/include/linux/userfaultfd.h ] || need_apt+=(linux-libc-dev)
+# headers and the static C library: test programs, and memwriter is linked -static
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
