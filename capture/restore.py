@@ -83,8 +83,9 @@ the image directory is only ever read. Everything refusable is refused by
 :mod:`capture.restore_checks` before the first process exists.
 
 What it refuses to do: restore descriptor kinds other than regular files,
-pipes and the inherited terminal; shared anonymous memory; seccomp; POSIX
-timers; raise hard rlimits; pretend: anything it could not restore exactly is
+pipes and the inherited terminal; shared anonymous memory; seccomp strict
+mode (filters are installed again, oldest first, in each thread before its
+credentials are set, so the calls after it must pass them); POSIX timers; raise hard rlimits; pretend: anything it could not restore exactly is
 listed in :attr:`RestoreResult.warnings`. Not restored: scheduling policies
 and a set loginuid (both warned), time namespaces and cgroup membership (the
 tree joins the restorer's cgroups and time namespace, like ``criu restore
@@ -172,6 +173,7 @@ PR_CAP_AMBIENT: Final = 47
 PR_CAP_AMBIENT_RAISE: Final = 2
 ARCH_MAP_VDSO_64: Final = 0x2003
 MADV_DONTNEED: Final = 4
+SECCOMP_SET_MODE_FILTER: Final = 1
 MADV_DONTFORK: Final = 10
 MADV_DOFORK: Final = 11
 #: MAP_* flags of an anonymous area a restore target keeps (MAP_GROWSDOWN, MAP_NORESERVE)
@@ -1312,8 +1314,25 @@ class _Restorer:
         if comm:
             st.reset()
             st("prctl", PR_SET_NAME, st.put(comm.encode()[:15] + b"\0"), 0, 0, 0)
+        chain = next((t.seccomp for t in pr.img.threads if t.tid == tid), ())
+        if chain:
+            # while the stub still has CAP_SYS_ADMIN (no no_new_privs needed); the calls that
+            # follow in this thread (credentials, masks, queued signals, the trampoline's
+            # munmap) must then pass the filter, as they do for the usual container profiles
+            self._install_seccomp(st, tid, chain)
         if tcore is not None and tcore.HasField("creds"):
             self._restore_creds(pr, st, tid, tcore.creds)
+
+    def _install_seccomp(self, st: _Stub, tid: int, chain: Sequence[tuple[bytes, int]]) -> None:
+        """seccomp(SECCOMP_SET_MODE_FILTER) of each filter of the thread's chain, oldest first."""
+        for i, (prog, flags) in enumerate(chain):
+            st.reset()
+            insns = st.put(prog, align=8)
+            fprog = st.put(struct.pack("<H6xQ", len(prog) // 8, insns), align=8)
+            res = st("seccomp", SECCOMP_SET_MODE_FILTER, flags, fprog, check=False)
+            if res < 0:
+                raise RestoreError(f"tid {tid}: installing seccomp filter {i + 1} of {len(chain)} "
+                                   f"({len(prog) // 8} instructions, flags 0x{flags:x}) failed: {os.strerror(-res)}")
 
     def _drop_bounding(self, st: _Stub, bnd: int) -> None:
         """Drop from *st*'s bounding set what *bnd* lacks (only what it still has)."""

@@ -18,7 +18,8 @@ restorable by this engine): descriptor kinds other than regular files,
 directories, device nodes opened by path (``/dev/null``), pipes and
 inherited terminals (the message names kind, fd and pid); anonymous shared
 memory, SysV IPC, socket, AIO and memfd mappings; compat (32-bit) tasks;
-seccomp; zombie or stopped tasks; a mapped file whose size or build-id
+seccomp strict mode (filter chains are read from seccomp.img, bounded:
+4096 instructions per filter, 64 filters per chain); stopped tasks; a mapped file whose size or build-id
 differs from the image.
 
 Incremental image sets (pagemap entries flagged ``PE_PARENT``, as
@@ -228,6 +229,8 @@ class FileDesc:
 class ThreadImage:
     tid: int
     core: Any  # proto core_entry
+    #: seccomp filters (BPF program bytes, SECCOMP_FILTER_FLAG_* bits) in install order
+    seccomp: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +413,45 @@ def _cover_from_target(held: Sequence[tuple[int, int]], vaddr: int, nr_pages: in
                      entry=entry)
 
 
+#: most BPF instructions in one filter (the kernel's BPF_MAXINSNS)
+MAX_BPF_INSNS: Final = 4096
+#: most filters in one thread's chain
+MAX_SECCOMP_CHAIN: Final = 64
+#: SECCOMP_FILTER_FLAG_* bits a restored filter keeps (LOG, SPEC_ALLOW); TSYNC is not
+#: needed (each thread installs its own chain), the others change the syscall's result
+SECCOMP_KEEP_FLAGS: Final = (1 << 1) | (1 << 2)
+
+
+def _read_seccomp(d: Path) -> list[Any]:
+    img = _read(d, "seccomp.img", required=False)
+    src = str(d / "seccomp.img")
+    if img is None or not img.entries:
+        raise ImageError(src, "a thread runs under a seccomp filter but the image has no seccomp.img")
+    filters = list(img.entries[0].seccomp_filters)
+    for i, f in enumerate(filters):
+        if not f.filter or len(f.filter) % 8 or len(f.filter) // 8 > MAX_BPF_INSNS:
+            raise ImageError(src, f"seccomp filter {i}: {len(f.filter)} bytes is not 1..{MAX_BPF_INSNS} "
+                                  f"8-byte BPF instructions")
+    return filters
+
+
+def _seccomp_chain(filters: list[Any], first: int, where: str) -> tuple[tuple[bytes, int], ...]:
+    """The chain a thread points at (its first installed filter), following ``prev`` to
+    the most recent one, as the dump writes it (see capture.dump); bounded, no loops."""
+    out: list[tuple[bytes, int]] = []
+    idx: int | None = first
+    seen: set[int] = set()
+    while idx is not None:
+        if not 0 <= idx < len(filters) or idx in seen or len(out) >= MAX_SECCOMP_CHAIN:
+            raise ImageError(where, f"seccomp filter chain at {first} is broken (index {idx}, "
+                                    f"{len(filters)} filters, at most {MAX_SECCOMP_CHAIN} in a chain)")
+        seen.add(idx)
+        f = filters[idx]
+        out.append((bytes(f.filter), int(f.flags) & SECCOMP_KEEP_FLAGS if f.HasField("flags") else 0))
+        idx = int(f.prev) if f.HasField("prev") else None
+    return tuple(out)
+
+
 def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_tty: bool = False,
                    in_target: dict[int, Sequence[tuple[int, int]]] | None = None) -> ImageSet:
     """Read and check the image set in *directory* for a restore under *root*.
@@ -438,6 +480,7 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
         raise ImageError(src_tree, f"{len(entries)} processes (limit {MAX_PROCESSES})")
     seen_ids: set[int] = set()
     pids = set()
+    seccomp_filters: list[Any] | None = None  # seccomp.img, read when a thread needs it
     total_threads = 0
     for i, e in enumerate(entries):
         for v, name in ((e.pid, "pid"), (e.pgid, "pgid"), (e.sid, "sid")):
@@ -527,6 +570,7 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
         for tid in tids:
             core_img = _read(d, f"core-{tid}.img")
             src = str(d / f"core-{tid}.img")
+            chain: tuple[tuple[bytes, int], ...] = ()
             if not core_img.entries:
                 raise ImageError(src, "no core entry")
             core = core_img.entries[0]
@@ -551,12 +595,16 @@ def load_image_set(directory: str | os.PathLike[str], *, root: str = "/", have_t
                     raise ImageError(src, f"{len(core.tc.sigactions)} sigactions (at most 64)")
             if core.HasField("thread_core"):
                 tcore = core.thread_core
-                if tcore.HasField("seccomp_mode") and tcore.seccomp_mode != 0:
+                if tcore.HasField("seccomp_mode") and tcore.seccomp_mode == 2:
+                    if seccomp_filters is None:
+                        seccomp_filters = _read_seccomp(d)
+                    chain = _seccomp_chain(seccomp_filters, tcore.seccomp_filter, f"{src}: tid {tid}")
+                elif tcore.HasField("seccomp_mode") and tcore.seccomp_mode != 0:
                     raise RestoreRefusedError(f"{src}: tid {tid} runs under seccomp mode {tcore.seccomp_mode} "
-                                              f"(not restorable yet)")
+                                              f"(strict mode is not restorable: nothing could be injected after it)")
                 if tcore.HasField("signals_p"):
                     _check_siginfos(tcore.signals_p.signals, src)
-            threads.append(ThreadImage(tid, core))
+            threads.append(ThreadImage(tid, core, chain))
         main_core = threads[0].core
         if main_core.tc.HasField("signals_s"):
             _check_siginfos(main_core.tc.signals_s.signals, str(d / f"core-{pid}.img"))

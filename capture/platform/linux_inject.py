@@ -91,7 +91,7 @@ SYS: Final[dict[str, int]] = {
     "read": 0, "write": 1, "open": 2, "close": 3, "lseek": 8, "mmap": 9,
     "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13,
     "rt_sigprocmask": 14, "ioctl": 16, "pwrite64": 18, "mremap": 25,
-    "madvise": 28, "dup": 32, "dup2": 33, "getitimer": 36, "setitimer": 38,
+    "madvise": 28, "dup": 32, "dup2": 33, "getitimer": 36, "setitimer": 38, "seccomp": 317,
     "getpid": 39, "clone": 56, "fork": 57, "exit": 60, "wait4": 61, "kill": 62,
     "fcntl": 72, "chdir": 80, "fchdir": 81, "umask": 95, "getrlimit": 97,
     "setuid": 105, "setgid": 106, "setpgid": 109, "getppid": 110,

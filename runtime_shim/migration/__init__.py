@@ -53,9 +53,9 @@ rootfs). After the agent's ACK of FINISH the source removes the container's
 veth (the address now lives on the destination), kills the tree and runs
 ``runc kill`` + ``runc delete --force``. Any failure before that thaws the
 source; the agent removes the isolation it made (a killed agent's leftovers
-are removed when it starts again). Not recreated: user namespaces (refused),
-non-veth interfaces (refused), seccomp, AppArmor/SELinux labels, devices
-cgroup rules, bind mounts other than the rootfs, /dev/pts, /dev/shm, /sys.
+are removed when it starts again). Seccomp filters go with the process
+images (restored per thread). Not recreated: user namespaces (refused),
+non-veth interfaces (refused), AppArmor/SELinux labels, devices cgroup rules, bind mounts other than the rootfs, /dev/pts, /dev/shm, /sys.
 
 Security model (what this package guarantees and what it does not):
   * Authenticated: both ends, by certificate fingerprint pins in the state

@@ -537,17 +537,15 @@ class ProcessSource:
 
 def _refuse_unrestorable(pid: int) -> None:
     """Refuse (exit 3) before anything is sent or frozen what the restore would refuse
-    after the whole pre-copy: a seccomp filter (podman's and docker's default profile)."""
+    after the whole pre-copy: seccomp strict mode (nothing can be injected after it)."""
     from capture.errors import RefusedError
 
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("Seccomp:") and line.split()[1] != "0":
-                    raise RefusedError(
-                        f"pid {pid} runs under seccomp mode {line.split()[1]} (a filter); seccomp filters are "
-                        "not restored yet, nothing was migrated (podman: run it with "
-                        "--security-opt seccomp=unconfined to make it migratable)")
+                if line.startswith("Seccomp:") and line.split()[1] == "1":
+                    raise RefusedError(f"pid {pid} runs under seccomp strict mode, which cannot be restored; "
+                                       "nothing was migrated")
     except OSError:
         return
 
