@@ -1715,13 +1715,23 @@ class RestoreTarget:
         mapped = self._r.target_mapped
         return spans.to_runs(spans.intersect(want, mapped)), spans.to_runs(spans.subtract(want, mapped))
 
+    def covers(self, addr: int, pages: int) -> bool:
+        """The run lies inside one of the target's mapped areas."""
+        return spans.covers(self._r.target_mapped, addr, addr + pages * PAGE)
+
     def write_pages(self, pieces: Sequence[tuple[int, int, int]], data: bytes | memoryview) -> None:
         """Write (address, pages, offset in *data*) pieces, all inside the target's areas."""
         r = self._live()
         pid = self.host_pid
         try:
-            for addr, n, off in pieces:
-                r.ops.write_memory(pid, addr, bytes(data[off:off + n * PAGE]))
+            writev = getattr(r.ops, "writev_remote", None)
+            if writev is not None:  # one vectored write per IOV_MAX pieces (a dirty round is scattered)
+                buf = (ctypes.c_char * len(data)).from_buffer_copy(data)
+                base = ctypes.addressof(buf)
+                writev(pid, [(base + off, n * PAGE) for _, n, off in pieces], [(a, n * PAGE) for a, n, _ in pieces])
+            else:
+                for addr, n, off in pieces:
+                    r.ops.write_memory(pid, addr, bytes(data[off:off + n * PAGE]))
         except BaseException:
             self.abort()
             raise

@@ -60,6 +60,12 @@ def contains(spans: Sequence[Span], addr: int) -> bool:
     return k >= 0 and addr < spans[k][1]
 
 
+def covers(spans: Sequence[Span], lo: int, hi: int) -> bool:
+    """[lo, hi) lies inside one of the sorted, merged *spans*."""
+    k = bisect.bisect_right(spans, lo, key=lambda s: s[0]) - 1
+    return k >= 0 and hi <= spans[k][1]
+
+
 def from_runs(runs: Sequence[tuple[int, int]]) -> list[Span]:
     """Spans of (address, pages) runs."""
     return union([(a, a + n * PAGE) for a, n in runs])

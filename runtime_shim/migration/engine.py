@@ -1102,6 +1102,10 @@ class StagingRestore:
         pieces: list[tuple[int, int, int]] = []
         off = 0
         for addr, n in runs:
+            if t.covers(addr, n):  # the usual case: no splitting
+                pieces.append((addr, n, off))
+                off += n * PAGE_SIZE
+                continue
             inside, outside = t.split([(addr, n)])
             pieces += [(a, k, off + (a - addr)) for a, k in inside]
             for a, k in outside:

@@ -391,7 +391,6 @@ class Migration:
             rnd = 0
             last_scan = time.monotonic()
             dirty = self.source.dirty(first=True)
-            unsent: dict[int, list[Run]] = {}
             while True:
                 rnd += 1
                 stat = self._send_round(rnd, dirty)
@@ -409,9 +408,13 @@ class Migration:
                 self._emit("dirty", round=rnd, pending_pages=pending, dirty_rate_bytes_s=round(dirty_rate),
                            transfer_rate_bytes_s=round(rate), estimated_ms=round(est_ms, 3))
                 if est_ms <= self.opts.max_downtime_ms / 2 or (prev_pages is not None and pending >= prev_pages):
-                    # small enough, or not shrinking: this set goes into the frozen round
+                    # small enough, or not shrinking: this set still goes while the container
+                    # runs (one short last round); the frozen round then holds only what is
+                    # written during it, not what was written during the long round before
                     self._emit("precopy-converged", pending_pages=pending, estimated_ms=round(est_ms, 3))
-                    unsent = dirty
+                    if pending:
+                        rnd += 1
+                        self._send_round(rnd, dirty)
                     break
                 prev_pages = pending
             # -- cut-over --------------------------------------------------------------
@@ -423,12 +426,8 @@ class Migration:
             frozen_at = t = self._mark("freeze", t)
             self.report.freeze = str(getattr(self.source, "freeze_method", "ptrace"))
             self._emit("frozen")
-            from capture.dirty import merge_runs
-
-            merged: dict[int, list[Run]] = {pid: list(runs) for pid, runs in unsent.items()}
-            for pid, runs in self.source.dirty(first=False).items():
-                merged.setdefault(pid, []).extend(runs)
-            self._send_round(rnd + 1, {pid: merge_runs(runs) for pid, runs in merged.items()})
+            # what was written since the last scan (during the short last live round)
+            self._send_round(rnd + 1, self.source.dirty(first=False))
             t = self._mark("final_round", t)
             untrusted = getattr(self.source, "untrusted_pages", None)
             for pid, runs in (untrusted() if untrusted is not None else {}).items():
