@@ -1243,7 +1243,8 @@ class StagingRestore:
     def finish(self) -> None:
         warnings = self.isolation.settle() if self.isolation is not None else []
         held, self._held = self._held, []
-        for tid, sig in held:
+        # the tree's root (listed first) last: once it runs it competes with us for the CPU
+        for tid, sig in reversed(held):
             try:
                 _ptrace_detach(tid, sig)
             except HetmigError:

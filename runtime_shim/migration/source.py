@@ -467,7 +467,7 @@ class Migration:
                     t = self._mark("rootfs_changes", t)
             self.conn.send(MsgType.COMMIT, {})
             confirm = self.conn.recv(MsgType.CONFIRM)
-            self._mark("restore", t)
+            t = self._mark("restore", t)
         except BaseException as err:
             cause: BaseException = err
             if isinstance(err, wire.ProtocolError) and self.conn is not None:
@@ -491,6 +491,7 @@ class Migration:
         if isinstance(secs, (int, float)):
             self.report.cutover_ms["restore_engine"] = round(float(secs) * 1000, 3)
         outcome = self._finish()
+        self._mark("finish", t)  # FINISH -> the agent released its copy -> ACK
         if outcome == "aborted":
             self._roll_back(MigrationError("the agent did not receive FINISH and dropped its copy"), tracking)
             raise MigrationError(f"migration {self.migration_id}: the connection failed before the agent "
