@@ -155,18 +155,26 @@ def _same(pid: int, start: int) -> bool:
     return start_time(pid) == start
 
 
-def close_stale_uffd(pid: int, fd: int) -> bool:
-    """Close fd *fd* in *pid* when it is a userfaultfd (the tracker of a source that died)."""
-    try:
-        if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[userfaultfd]":
-            return False
-    except OSError:
-        return False
+def close_stale_uffd(pid: int, fd: int, attempts: int = 20) -> bool:
+    """Close fd *fd* in *pid* when it is a userfaultfd (the tracker of a source that died,
+    or one a failed stop left). The injected close fails when a signal (a shell's
+    SIGCHLD) stops the thread first: retried *attempts* times. True when it closed one."""
     from capture.dirty import UffdWpTracker
 
-    tracker = UffdWpTracker(pid)
-    tracker.uffd = fd
-    tracker.stop()  # injected close(fd) under a short ptrace stop
+    for attempt in range(attempts):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[userfaultfd]":
+                return attempt > 0
+        except OSError:
+            return attempt > 0
+        tracker = UffdWpTracker(pid)
+        tracker.uffd = fd
+        try:
+            tracker.stop()  # injected close(fd) under a short ptrace stop
+        except HetmigError:
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.01)
     return True
 
 

@@ -528,8 +528,23 @@ class Migration:
             except (OSError, HetmigError):
                 pass
             self.conn.close()
-        journal.remove(self.opts.state_dir, self.migration_id)
+        if self._tracker_closed():
+            journal.remove(self.opts.state_dir, self.migration_id)
         self._emit("rolled-back", reason=str(err)[:2000])
+
+    def _tracker_closed(self) -> bool:
+        """The tracker's userfaultfd is out of the container (a stop that failed, e.g. on a
+        signal in the middle of its injection, is retried here). False: it is still in;
+        the journal keeps the migration for ``--recover`` and a new migration is refused."""
+        if self.entry is None or self.entry.uffd is None:
+            return True
+        try:
+            if journal.close_stale_uffd(*self.entry.uffd):
+                self._emit("tracker-closed", pid=self.entry.uffd[0], fd=self.entry.uffd[1])
+            return True
+        except HetmigError as err:
+            self._emit("tracker-left", pid=self.entry.uffd[0], fd=self.entry.uffd[1], reason=str(err)[:500])
+            return False
 
     # -- fault points, journal, the end ---------------------------------------------------------
     def _at(self, phase: faults.Phase) -> None:
