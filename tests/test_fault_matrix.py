@@ -404,3 +404,47 @@ def test_fill_refuses_a_large_file_system(tmp_path: Path) -> None:
         assert os.listdir(big) == []
     finally:
         subprocess.run(["umount", str(big)], check=True, capture_output=True)
+
+
+def test_recover_cli_without_entries_and_with_bad_ids(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(hetmig_argv("migrate", "--recover", *args, "--state-dir", str(tmp_path)),
+                              capture_output=True, text=True, env=_env(), timeout=60)
+
+    r = run()
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    r = run("not-an-id")
+    assert r.returncode == 2 and "is not a migration id" in r.stderr, r.stderr
+    r = run("0" * 32)
+    assert r.returncode == 2 and "no such unfinished migration" in r.stderr, r.stderr
+    r = subprocess.run(hetmig_argv("migrate", "ctr", "--recover", "--state-dir", str(tmp_path)),
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 2 and "takes only" in r.stderr, r.stderr
+    assert not (tmp_path / "outgoing").exists()
+
+
+def test_source_killed_after_finish_while_the_agent_is_down(rig: Rig) -> None:
+    """The undecidable cell with nobody to ask: the source dies after FINISH left and the
+    agent is gone too. `--recover` cannot learn the outcome: it keeps the copy on A
+    stopped and exits 1; once the agent answers (done), it destroys A's copy."""
+    lab = rig.lab
+    _ensure_on_a(rig)
+    before = _advance(rig, A, rig.last)
+    r = rig.migrate(A, B, "--inject-fault", "kill-confirm")
+    assert r.returncode == 137, r.stderr[-2000:]
+    [entry] = journal.pending(lab.state[A])
+    assert entry.phase == "finishing" and entry.stopped
+    address = lab.agents[B].address
+    lab.agents.pop(B).stop()  # the agent goes away; the copy it released runs on
+    rec = lab.hosts.a.run(hetmig_argv("migrate", "--recover", "--state-dir", str(lab.state[A]), "--to", address),
+                          env=_env(), timeout=120)
+    assert rec.returncode == 1 and "finishing -> unknown-left-stopped" in rec.stdout, rec.stdout + rec.stderr
+    assert journal.pending(lab.state[A]) == [entry]
+    assert all(journal.proc_state(pid) == "T" for pid, _ in entry.stopped if journal.proc_state(pid))
+    pid_b = int(container.read_record(lab.state[B], lab.cid)["pid"])
+    _check_process_state(pid_b)  # B's copy runs, A's is stopped: one running copy
+    rig.last = _advance(rig, B, before)
+    rig.restart_agent(B)
+    rec = rig.recover_source(A, B)
+    assert rec.returncode == 0 and "finishing -> destroyed" in rec.stdout, rec.stdout + rec.stderr
+    _check_all(rig, B)
