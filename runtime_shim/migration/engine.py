@@ -324,9 +324,12 @@ class ProcessSource:
             # a signal pending while frozen (a shell's SIGCHLD) cannot go into the images,
             # nor can a child forked while our userfaultfd sat in its parent and not yet
             # exec'd (it holds a copy): let them run on and freeze again (writes meanwhile
-            # are still tracked)
+            # are still tracked). Nor a child forked after the tree was listed and before
+            # its parent was stopped: it runs on unfrozen and its exit queues SIGCHLD in
+            # the frozen parent, which fails the injections that follow (seen in a soak)
             if not self.tree or not (any(_pending_signals(tid) for tid in self._held)
-                                     or any(_holds_uffd(p) for p in pids if p != self.pid)):
+                                     or any(_holds_uffd(p) for p in pids if p != self.pid)
+                                     or set(_descendants(self.pid)) != set(pids)):
                 break
             self.thaw()
             time.sleep(0.002)
