@@ -434,6 +434,8 @@ def test_source_killed_after_finish_while_the_agent_is_down(rig: Rig) -> None:
     assert r.returncode == 137, r.stderr[-2000:]
     [entry] = journal.pending(lab.state[A])
     assert entry.phase == "finishing" and entry.stopped
+    # FINISH reached the agent (the source died only after sending it): let it finish first
+    assert _settled(lab.state[B] / "migrations" / entry.migration_id)["phase"] == "done"
     address = lab.agents[B].address
     lab.agents.pop(B).stop()  # the agent goes away; the copy it released runs on
     rec = lab.hosts.a.run(hetmig_argv("migrate", "--recover", "--state-dir", str(lab.state[A]), "--to", address),
