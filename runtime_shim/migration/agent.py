@@ -98,6 +98,8 @@ class Agent:
         self.faults = faults.Injector(fault, faults.Side.AGENT, fill_dir=self.state_dir, log=self.log.warning)
         self.reload_pins()
         self.recover()
+        self._outgoing = threading.Thread(target=self._settle_outgoing, daemon=True)
+        self._outgoing.start()
 
     def recover(self) -> list[str]:
         """Migrations left mid-way by a dead agent: their partial data is removed and
@@ -127,6 +129,23 @@ class Agent:
             self.log.warning("migration %s was interrupted by an agent restart; cleaned up", mdir.name)
             recovered.append(mdir.name)
         return recovered
+
+    def _settle_outgoing(self) -> None:
+        """Migrations *from* this host whose ``hetmig migrate`` died (the journal in the
+        same state dir): settled now and every journal.RECOVER_INTERVAL seconds."""
+        from runtime_shim.migration import journal, source
+
+        while not self._stop.is_set():
+            try:
+                if journal.pending(self.state_dir):
+                    for r in source.recover(self.state_dir):
+                        if r.outcome != "in-progress":
+                            self.log.warning("outgoing migration %s of %s (its source died in phase %s): %s%s",
+                                             r.migration_id, r.container_id, r.phase, r.outcome,
+                                             f" ({r.detail})" if r.detail else "")
+            except HetmigError as err:
+                self.log.error("settling outgoing migrations failed: %s", err)
+            self._stop.wait(journal.RECOVER_INTERVAL)
 
     def _setup_log(self) -> None:
         """A child logger of ``hetmig.agent`` per agent, with its own agent.log file (records

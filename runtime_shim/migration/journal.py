@@ -21,17 +21,21 @@ userfaultfd the dirty tracker put into the container, and the phase:
   * ``released``: the agent ACKed FINISH: the copy here is to be destroyed.
 
 A migration that ends (migrated or rolled back) removes its entry and work
-directory. :func:`recover` (``hetmig migrate --recover [ID]``) settles the
+directory. An entry whose ``hetmig migrate`` process still lives (pid and
+start time recorded) is left alone: it is in flight, not dead. :func:`recover` (``hetmig migrate --recover [ID]``) settles the
 entries a dead source left: ``begun`` -> the tracker's userfaultfd closed in
 the container (injected close), the entry removed; ``finishing`` -> STATUS:
 ``done`` -> the copy here destroyed, ``aborted`` -> SIGCONT, no answer ->
 left stopped and reported (exit 1; run it again once the agent answers);
 ``released`` -> the copy here destroyed. It refuses to act on a pid whose start
-time differs from the journal's (reported as gone).
+time differs from the journal's (reported as gone). An agent serving the
+same state dir settles the entries of dead sources at start and every
+RECOVER_INTERVAL seconds (so a stopped copy does not wait for an operator).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -44,6 +48,7 @@ from typing import Any, Callable
 from capture.errors import HetmigError, MigrationError
 
 PHASES = ("begun", "finishing", "released")
+RECOVER_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,8 @@ class Entry:
     uffd: tuple[int, int] | None = None            # (pid, fd) of the tracker's userfaultfd
     stopped: tuple[tuple[int, int], ...] = ()      # (pid, start time) sent SIGSTOP before FINISH
     time: float = field(default_factory=time.time)
+    source_pid: int = 0                            # the `hetmig migrate` process, with its start time:
+    source_start: int = 0                          # while it lives, the entry is not ours to settle
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +84,8 @@ class Entry:
                        runc_root=data.get("runc_root"), agent_state=data.get("agent_state"),
                        uffd=(int(uffd[0]), int(uffd[1])) if uffd else None,
                        stopped=tuple((int(p), int(s)) for p, s in data.get("stopped") or ()),
-                       time=float(data.get("time", 0.0)))
+                       time=float(data.get("time", 0.0)), source_pid=int(data.get("source_pid", 0)),
+                       source_start=int(data.get("source_start", 0)))
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise MigrationError(f"{where}: malformed journal entry ({type(err).__name__}: {err})") from None
 
@@ -207,7 +215,7 @@ class Recovered:
     migration_id: str
     container_id: str
     phase: str          # the journal's phase
-    outcome: str        # rolled-back | destroyed | gone | unknown-left-stopped
+    outcome: str        # rolled-back | destroyed | gone | unknown-left-stopped | in-progress
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -217,9 +225,26 @@ class Recovered:
 def recover(state_dir: Path, status: Callable[[Entry], str], only: str | None = None) -> list[Recovered]:
     """Settle the journal entries of dead sources (all, or migration *only*). *status*
     asks the entry's agent for the outcome: done | aborted | anything else (unknown)."""
+    d = outgoing_dir(state_dir)
+    if not d.is_dir():
+        return []
+    # one recoverer at a time (an agent serving this state dir and `--recover` may race)
+    lock = os.open(d / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _recover_locked(state_dir, status, only)
+    finally:
+        os.close(lock)
+
+
+def _recover_locked(state_dir: Path, status: Callable[[Entry], str], only: str | None) -> list[Recovered]:
     out: list[Recovered] = []
     for e in pending(state_dir):
         if only is not None and e.migration_id != only:
+            continue
+        if e.source_pid and _same(e.source_pid, e.source_start):
+            out.append(Recovered(e.migration_id, e.container_id, e.phase, "in-progress",
+                                 f"its hetmig migrate (pid {e.source_pid}) still runs"))
             continue
         alive = _same(e.pid, e.pid_start)
         detail = ""

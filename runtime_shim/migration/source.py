@@ -561,7 +561,8 @@ class Migration:
             kind, agent_state = "managed", str(self.source.agent_state)
         pid = desc.pids[0] if desc.pids else 0
         self.entry = journal.Entry(self.migration_id, desc.container_id, kind, pid, journal.start_time(pid) or 0,
-                                   self.opts.host, self.opts.port, runc_root=root, agent_state=agent_state)
+                                   self.opts.host, self.opts.port, runc_root=root, agent_state=agent_state,
+                                   source_pid=os.getpid(), source_start=journal.start_time(os.getpid()) or 0)
         try:
             journal.write(self.opts.state_dir, self.entry)
             journal.work_dir(self.opts.state_dir, self.migration_id).mkdir(mode=0o700)
