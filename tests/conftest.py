@@ -57,3 +57,26 @@ def restored() -> Iterator[list[int]]:
     yield pids
     kill_pids(pids)
     wait_gone(pids)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """Tables tests recorded with ``record_property("table:TITLE", {column: value, ...})``,
+    printed after the run (whatever -s/-q say). Rows whose first value is the same are
+    merged (a grid filled one cell per test)."""
+    tables: dict[str, dict[str, dict[str, str]]] = {}
+    for key in ("passed", "failed", "skipped", "error", "xfailed", "xpassed"):
+        for rep in terminalreporter.stats.get(key, []):
+            for name, value in getattr(rep, "user_properties", ()):
+                if not (isinstance(name, str) and name.startswith("table:") and isinstance(value, dict) and value):
+                    continue
+                first = next(iter(value))
+                row = tables.setdefault(name[len("table:"):], {}).setdefault(str(value[first]), {})
+                row.update({str(k): str(v) for k, v in value.items()})
+    for title, rows in tables.items():
+        cols = list(dict.fromkeys(k for r in rows.values() for k in r))
+        width = {c: max([len(c)] + [len(r.get(c, "")) for r in rows.values()]) for c in cols}
+        terminalreporter.write_sep("-", title)
+        terminalreporter.write_line("  ".join(c.ljust(width[c]) for c in cols))
+        for r in rows.values():
+            terminalreporter.write_line("  ".join(r.get(c, "").ljust(width[c]) for c in cols))

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,7 +14,7 @@ import pytest
 
 from capture.errors import MigrationError
 from runtime_shim.migration import container, netns
-from runtime_shim.migration.lab import Lab
+from runtime_shim.migration.lab import Lab, _env, hetmig_argv
 from tests.support.tools import require
 
 GOOD: dict[str, Any] = {
@@ -152,7 +150,10 @@ def test_fault_leaves_the_counter_container_running_on_exactly_one_host(lab: Lab
         assert open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T"
         lab.agents.pop("b").stop()
         lab.start_agent("b")  # recovery removes the dead copy's isolation
-        os.kill(pid, signal.SIGCONT)
+        # the whole tree was stopped; the source's recovery asks B (aborted) and continues it
+        rec = lab.hosts.a.run(hetmig_argv("migrate", "--recover", "--state-dir", str(lab.state["a"]),
+                                            "--to", lab.agents["b"].address), env=_env())
+        assert rec.returncode == 0 and "finishing -> rolled-back" in rec.stdout, rec.stdout + rec.stderr
     before = lab.read_counter("a")
     # exactly one copy: still the runc container on A, none on B
     assert lab.where() == ("runc", "a")

@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comment", default="", help="`trust`: comment stored next to the pin")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     parser.add_argument("--hostinfo-file", type=Path, help=argparse.SUPPRESS)  # tests: answer with a recorded host info
-    parser.add_argument("--inject-fault", help=argparse.SUPPRESS)  # tests: runtime_shim.migration.agent.FAULTS
+    parser.add_argument("--inject-fault", help=argparse.SUPPRESS)  # tests: KIND-PHASE, runtime_shim.migration.faults
     parser.add_argument("--no-restore-target", action="store_true",
                         help="keep pre-copied pages in the page store and restore everything at cut-over "
                              "(slower cut-over; the default fills a stopped restore target during pre-copy)")
@@ -89,10 +89,10 @@ def _serve(args: argparse.Namespace, state: Path) -> int:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("hetmig agent: %(levelname)s %(message)s"))
         log.addHandler(handler)
-    from runtime_shim.migration.agent import FAULTS
+    from runtime_shim.migration import faults
 
-    if args.inject_fault is not None and args.inject_fault not in FAULTS:
-        raise BadInputError(f"--inject-fault={args.inject_fault!r} is not one of {', '.join(FAULTS)}")
+    if args.inject_fault is not None:
+        faults.parse(args.inject_fault, faults.Side.AGENT)  # BadInputError (exit 2) before anything starts
     from runtime_shim.migration.engine import StagingRestore
 
     use_target = not args.no_restore_target

@@ -3,6 +3,7 @@
     hetmig migrate CONTAINER --to HOST:PORT [--precopy-rounds N] [--max-downtime MS]
                    [--json] [--state-dir DIR] [--trust FP] [--runc-root DIR]
     hetmig migrate --pid PID --to HOST:PORT ...
+    hetmig migrate --recover [ID] [--to HOST:PORT] [--state-dir DIR] [--json]
 
 CONTAINER is a runc container id, with ``--podman`` a podman container (name or
 id, OCI runtime runc), or with ``--agent-state DIR`` a container an agent
@@ -13,6 +14,13 @@ frozen time, bytes and pages per round) goes to stdout. Exit 3 when the
 destination cannot run the container (CPU flags, XSAVE features, OS/ABI,
 resources): nothing is frozen then. Any failure before the destination
 confirms the restore thaws the source (exit 1).
+
+``--recover`` settles the migrations a dead ``hetmig migrate`` left in the
+journal of the state dir (runtime_shim.migration.journal): it asks each
+agent (the journaled address, or ``--to`` when the agent moved) for the
+outcome and destroys the copy here or lets it go on; exit 1 while an agent
+cannot be asked (that copy stays stopped). A migration of a container with
+such an entry is refused until it is settled.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ DEFAULT_STATE_DIR = "/var/lib/hetmig/agent"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("container", nargs="?", help="runc container id")
     parser.add_argument("--pid", type=int, help="migrate this plain process instead of a container")
-    parser.add_argument("--to", required=True, metavar="HOST:PORT", help="the destination agent")
+    parser.add_argument("--to", metavar="HOST:PORT", help="the destination agent (with --recover: where to ask instead of the journaled address)")
     parser.add_argument("--precopy-rounds", type=int, default=8, metavar="N", help="most pre-copy rounds (default 8)")
     parser.add_argument("--max-downtime", type=int, default=100, metavar="MS",
                         help="stop pre-copy once the rest fits in about MS/2 of transfer (default 100)")
@@ -46,13 +54,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="CONTAINER was restored here by the agent with this state dir (not a runc container)")
     parser.add_argument("--verify-pages", action="store_true", help=argparse.SUPPRESS)  # tests: hash-check rebuilt pages
     parser.add_argument("--tracker", choices=["uffd-wp", "hash"], help="force a dirty-page tracker (default: best available)")
+    parser.add_argument("--recover", nargs="?", const="", metavar="ID",
+                        help="settle the migrations (or migration ID) a dead `hetmig migrate` left in --state-dir")
+    parser.add_argument("--inject-fault", help=argparse.SUPPRESS)  # tests: KIND-PHASE, runtime_shim.migration.faults
 
 
 def run(args: argparse.Namespace) -> int:
     from runtime_shim.cli.agent import parse_hostport
+    from runtime_shim.migration import faults
     from runtime_shim.migration.engine import ManagedSource, PodmanSource, ProcessSource, RuncSource
     from runtime_shim.migration.source import MigrateOptions, Migration
 
+    if args.recover is not None:
+        if args.container is not None or args.pid is not None or args.inject_fault:
+            raise BadInputError("migrate --recover takes only [ID], --to, --state-dir, --trust and --json")
+        return _recover(args, parse_hostport(args.to, "--to") if args.to else None)
+    if args.to is None:
+        raise BadInputError("migrate: --to HOST:PORT is required")
+    if args.inject_fault is not None:
+        faults.parse(args.inject_fault, faults.Side.SOURCE)  # BadInputError (exit 2) before anything is touched
     if (args.container is None) == (args.pid is None):
         raise BadInputError("migrate: give exactly one of CONTAINER or --pid PID")
     if args.precopy_rounds < 1:
@@ -62,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.to, "--to")
     opts = MigrateOptions(host=host, port=port, state_dir=Path(args.state_dir), precopy_rounds=args.precopy_rounds,
                           max_downtime_ms=args.max_downtime, extra_pins=tuple(args.trust),
-                          verify_pages=args.verify_pages)
+                          verify_pages=args.verify_pages, fault=args.inject_fault)
     source: Any
     if args.pid is not None:
         source = ProcessSource(args.pid, tracker=args.tracker)
@@ -95,3 +115,27 @@ def run(args: argparse.Namespace) -> int:
         for r in report.rounds:
             print(f"  round {r.round}: {r.pages} pages, {r.bytes} bytes, {r.ms:.1f} ms")
     return 0
+
+
+def _recover(args: argparse.Namespace, agent: tuple[str, int] | None) -> int:
+    import re
+
+    from runtime_shim.migration.source import recover
+
+    if args.recover and not re.fullmatch(r"[0-9a-f]{32}", args.recover):
+        raise BadInputError(f"--recover={args.recover!r} is not a migration id (32 hex digits)")
+
+    def emit(event: str, **data: Any) -> None:
+        if args.json:
+            print(json.dumps({"event": event, **data}), flush=True)
+
+    done = recover(Path(args.state_dir), args.recover or None, tuple(args.trust), emit, agent)
+    if args.recover and not done:
+        raise BadInputError(f"--recover={args.recover}: no such unfinished migration in {args.state_dir}/outgoing")
+    for r in done:
+        if args.json:
+            print(json.dumps({"event": "recovered", **r.to_json()}), flush=True)
+        else:
+            detail = f" ({r.detail})" if r.detail else ""
+            print(f"{r.migration_id} {r.container_id}: {r.phase} -> {r.outcome}{detail}")
+    return 1 if any(r.outcome.startswith("unknown") for r in done) else 0

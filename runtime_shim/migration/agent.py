@@ -30,10 +30,17 @@ Session order (anything else is a protocol error that aborts the migration):
 
 ``status.json`` in the migration directory records the phase (written
 atomically). Every byte received counts against the size announced in BEGIN.
+
+A full state dir (ENOSPC/EDQUOT on any write there) aborts the migration with
+an ERROR ``disk-full`` to the source. Each migration directory holds a small
+``.reserve`` file from BEGIN on, released right before its final status
+(done/aborted) is written, so that the outcome can be recorded even when the
+file system filled up. Fault injection for the tests: :mod:`.faults`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -48,17 +55,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from capture.errors import HetmigError, MigrationError
-from runtime_shim.migration import hostinfo, identity, safety, wire
+from runtime_shim.migration import faults, hostinfo, identity, safety, wire
 from runtime_shim.migration.engine import DestinationRestore, StagingRestore
 from runtime_shim.migration.wire import Frame, Limits, MsgType, ProtocolError
 
 LOG = logging.getLogger("hetmig.agent")
-# Fault injection for the fault tests (hidden CLI flag --inject-fault): "kill-" ends
-# the agent process at once (as SIGKILL would), "drop-" closes the connection
-# without a word, "fail-" raises a restore refusal.
-FAULTS = ("kill-precopy", "drop-precopy", "kill-final", "drop-final", "fail-restore", "kill-restore",
-          "drop-finish", "kill-finish")
 ROOTFS_TAR = "rootfs-delta.tar"
+RESERVE = ".reserve"
+RESERVE_BYTES = 64 << 10   # room for the final status.json (and its temporary twin)
+PARTIAL = ("images", "rootfs", "rootfs-changes")
+PARTIAL_FILES = (ROOTFS_TAR, "pages.bin", "pages.idx", "pages.idx.tmp", RESERVE, ".status.json.tmp")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -67,7 +74,7 @@ class AgentConfig:
     limits: Limits = field(default_factory=Limits)
     hostinfo_file: Path | None = None          # answer with a recorded host info (tests)
     restore_factory: Callable[[], DestinationRestore] = StagingRestore
-    fault: str | None = None                   # tests: inject a failure (see FAULTS)
+    fault: str | None = None                   # tests: inject a failure (KIND-PHASE, see faults.py)
     handshake_timeout: float = 10.0
     status_wait: float = 15.0                  # STATUS waits this long for a live session to end
     idle_timeout: float = 120.0
@@ -87,8 +94,12 @@ class Agent:
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._setup_log()
+        fault = faults.parse(config.fault, faults.Side.AGENT) if config.fault else None
+        self.faults = faults.Injector(fault, faults.Side.AGENT, fill_dir=self.state_dir, log=self.log.warning)
         self.reload_pins()
         self.recover()
+        self._outgoing = threading.Thread(target=self._settle_outgoing, daemon=True)
+        self._outgoing.start()
 
     def recover(self) -> list[str]:
         """Migrations left mid-way by a dead agent: their partial data is removed and
@@ -107,27 +118,41 @@ class Agent:
                 from runtime_shim.migration import container
 
                 container.cleanup_leftovers(cid, mdir.name)  # its isolation, if one was made
-            for sub in ("images", "rootfs", "rootfs-changes"):
-                shutil.rmtree(mdir / sub, ignore_errors=True)
-            for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
-                try:
-                    os.unlink(mdir / name)
-                except FileNotFoundError:
-                    pass
+                _drop_record_of(self.state_dir, cid, mdir.name)
+            _remove_partial(mdir)
             status.update(phase="aborted", reason=f"agent restarted during phase {status.get('phase')}")
-            tmp = mdir / ".status.json.tmp"
-            tmp.write_text(json.dumps(status))
-            os.replace(tmp, status_path)
+            try:
+                _write_status(mdir, status)
+            except OSError as err:  # a full state dir: the next start tries again
+                self.log.error("migration %s: cannot record its outcome: %s", mdir.name, err)
+                continue
             self.log.warning("migration %s was interrupted by an agent restart; cleaned up", mdir.name)
             recovered.append(mdir.name)
         return recovered
+
+    def _settle_outgoing(self) -> None:
+        """Migrations *from* this host whose ``hetmig migrate`` died (the journal in the
+        same state dir): settled now and every journal.RECOVER_INTERVAL seconds."""
+        from runtime_shim.migration import journal, source
+
+        while not self._stop.is_set():
+            try:
+                if journal.pending(self.state_dir):
+                    for r in source.recover(self.state_dir):
+                        if r.outcome != "in-progress":
+                            self.log.warning("outgoing migration %s of %s (its source died in phase %s): %s%s",
+                                             r.migration_id, r.container_id, r.phase, r.outcome,
+                                             f" ({r.detail})" if r.detail else "")
+            except HetmigError as err:
+                self.log.error("settling outgoing migrations failed: %s", err)
+            self._stop.wait(journal.RECOVER_INTERVAL)
 
     def _setup_log(self) -> None:
         """A child logger of ``hetmig.agent`` per agent, with its own agent.log file (records
         also reach the parent's handlers, e.g. stderr)."""
         self.log = logging.getLogger(f"hetmig.agent.{os.getpid()}-{id(self):x}")
         self.log.setLevel(logging.INFO)
-        self._log_handler = logging.FileHandler(self.state_dir / "agent.log")
+        self._log_handler = _LogFile(self.state_dir / "agent.log")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.log.addHandler(self._log_handler)
 
@@ -248,14 +273,21 @@ class Session:
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _status(self, phase: str, **extra: Any) -> None:
-        self.phase = phase
+        """Record *phase* (the phase changes only once it is on disk). The final phases
+        (done, aborted) first release the migration's reserve, so they fit on a full disk."""
         if self.dir is None:
+            self.phase = phase
             return
+        if phase in ("done", "aborted"):
+            _unlink(self.dir / RESERVE)
         data = {"migration_id": self.migration_id, "container_id": self.container_id, "phase": phase,
                 "peer": self.fingerprint, "received_bytes": self.received, "time": time.time(), **extra}
-        tmp = self.dir / ".status.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.dir / "status.json")
+        try:
+            _write_status(self.dir, data)
+        except OSError:
+            _unlink(self.dir / ".status.json.tmp")
+            raise
+        self.phase = phase
 
     def _send(self, mtype: MsgType, obj: dict[str, Any]) -> None:
         wire.send_json(self.sock, mtype, obj)
@@ -287,18 +319,15 @@ class Session:
         except _SessionOver:
             pass
         except HetmigError as err:
-            code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
-            self.agent.log.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
-                        self.phase, err)
-            self._rollback(str(err))  # first, so the state dir is consistent when the peer hears of it
-            try:
-                self._send(MsgType.ERROR, {"code": str(code), "message": str(err)[:2000]})
-            except (OSError, HetmigError):
-                pass
-        except (OSError, ssl.SSLError) as err:
-            self.agent.log.warning("migration %s from %s: connection error in phase %s: %s", self.migration_id or "-",
-                        self.peer, self.phase, err)
-            self._rollback(f"connection error: {err}")
+            self._fail(err)
+        except OSError as err:  # ssl.SSLError included
+            if err.errno in DISK_FULL and not isinstance(err, ssl.SSLError):
+                self._fail(_CodedError("disk-full", f"state dir {self.agent.state_dir} is full: "
+                                                    f"{err.strerror} ({err.filename or 'a write'})"))
+            else:
+                self.agent.log.warning("migration %s from %s: connection error in phase %s: %s",
+                                       self.migration_id or "-", self.peer, self.phase, err)
+                self._rollback(f"connection error: {err}")
         except Exception as err:  # a bug: logged with its traceback, rolled back, reported, never silent
             self.agent.log.exception("migration %s from %s: internal error in phase %s", self.migration_id or "-",
                                      self.peer, self.phase)
@@ -319,6 +348,16 @@ class Session:
                 self.sock.close()
             except OSError:
                 pass
+
+    def _fail(self, err: HetmigError) -> None:
+        code = "refused" if err.exit_code == 3 else getattr(err, "code", None) or "error"
+        self.agent.log.warning("migration %s from %s failed in phase %s: %s", self.migration_id or "-", self.peer,
+                               self.phase, err)
+        self._rollback(str(err))  # first, so the state dir is consistent when the peer hears of it
+        try:
+            self._send(MsgType.ERROR, {"code": str(code), "message": str(err)[:2000]})
+        except (OSError, HetmigError):
+            pass
 
     def _status_query(self, msg: dict[str, Any]) -> None:
         """STATUS instead of HELLO: the outcome of an earlier migration of this peer."""
@@ -344,6 +383,7 @@ class Session:
         if first.mtype == MsgType.STATUS:
             self._status_query(first.json())
             raise _SessionOver()
+        self.agent.faults.at(faults.Phase.CONNECT, self.sock)
         msg = first.json()
         version = wire.get_int(msg, "version", "hello", hi=1 << 16)
         if version != wire.PROTOCOL_VERSION:
@@ -358,28 +398,19 @@ class Session:
                                          "client_nonce": client_nonce, "hostinfo": info.to_json()})
         self.phase = "check"
 
-    def _fault(self, point: str) -> None:
-        fault = self.agent.config.fault
-        if fault is None or not fault.endswith("-" + point):
-            return
-        self.agent.log.warning("injected fault %s", fault)
-        if fault.startswith("kill-"):
-            os._exit(137)
-        if fault.startswith("drop-"):
-            self.sock.close()
-            raise ProtocolError(f"injected fault {fault}: connection dropped")
-        raise MigrationError(f"injected fault {fault}: restore refused")
-
     def _dispatch(self, frame: Frame) -> bool:
         t = frame.mtype
+        at = self.agent.faults.at
         if t == MsgType.ROUND_END:
-            self._fault("precopy")
-        elif t in (MsgType.FILE_BEGIN, MsgType.ROOTFS_BEGIN):
-            self._fault("final")
+            at(faults.Phase.PRECOPY, self.sock)
+        elif t == MsgType.FILE_BEGIN:
+            at(faults.Phase.FINAL, self.sock)
+        elif t == MsgType.ROOTFS_BEGIN and (self.rootfs_transfers or self.phase == "final"):
+            at(faults.Phase.ROOTFS, self.sock)  # the changes at cut-over, not the base tree
         elif t == MsgType.COMMIT:
-            self._fault("restore")
+            at(faults.Phase.RESTORE, self.sock)
         elif t == MsgType.FINISH:
-            self._fault("finish")
+            at(faults.Phase.CONFIRM, self.sock)
         if t == MsgType.ABORT:
             msg = frame.json()
             self.agent.log.info("migration %s aborted by the source: %s", self.migration_id,
@@ -421,6 +452,7 @@ class Session:
             self._status("done")
             self.agent.log.info("migration %s of %s done", self.migration_id, self.container_id)
             self._send(MsgType.ACK, {})
+            at(faults.Phase.CLEANUP, self.sock)
             return False
         else:
             raise ProtocolError(f"message {t.name} is not allowed in phase {self.phase}")
@@ -487,6 +519,7 @@ class Session:
             self.container_id = ""
             raise ProtocolError(f"begin.migration_id={mid} was already used") from None
         self.dir = mdir
+        _make_reserve(mdir / RESERVE)
         os.mkdir(mdir / "images", 0o700)
         self.images_fd = os.open(mdir / "images", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.announced = announced
@@ -702,16 +735,14 @@ class Session:
                 self.agent.log.warning("abort of migration %s failed: %s: %s", self.migration_id, type(err).__name__, err)
         if self.dir is not None:
             self._close_uploads()
-            for sub in ("images", "rootfs", "rootfs-changes"):
-                shutil.rmtree(self.dir / sub, ignore_errors=True)
-            for name in (ROOTFS_TAR, "pages.bin", "pages.idx"):
-                try:
-                    os.unlink(self.dir / name)
-                except FileNotFoundError:
-                    pass
-            self._status("aborted", reason=reason[:2000])
-        else:
-            self.phase = "aborted"
+            _remove_partial(self.dir)
+            if self.container_id:
+                _drop_record_of(self.agent.state_dir, self.container_id, self.migration_id)
+            try:
+                self._status("aborted", reason=reason[:2000])
+            except OSError as err:  # the reserve is gone too: a restarted agent records it
+                self.agent.log.error("migration %s: cannot record its abort: %s", self.migration_id, err)
+        self.phase = "aborted"
 
 
 class _SessionOver(Exception):
@@ -722,3 +753,61 @@ class _CodedError(MigrationError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(message)
+
+
+class _LogFile(logging.FileHandler):
+    """agent.log; a record that cannot be written (a full state dir) is dropped
+    without the traceback logging prints by default."""
+
+    dropped = 0
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_status(mdir: Path, data: dict[str, Any]) -> None:
+    tmp = mdir / ".status.json.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, mdir / "status.json")
+
+
+def _make_reserve(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.write(fd, bytes(RESERVE_BYTES))  # a file system without fallocate
+    finally:
+        os.close(fd)
+
+
+def _remove_partial(mdir: Path) -> None:
+    """Everything of an unfinished migration but its status.json."""
+    for sub in PARTIAL:
+        shutil.rmtree(mdir / sub, ignore_errors=True)
+    for name in PARTIAL_FILES:
+        _unlink(mdir / name)
+
+
+def _drop_record_of(state_dir: Path, container_id: str, migration_id: str) -> None:
+    """The container record (and its temporary twin) an unfinished migration may have written."""
+    from runtime_shim.migration import container
+
+    rdir = container.records_dir(state_dir)
+    _unlink(rdir / f".{container_id}.json.tmp")
+    path = rdir / f"{container_id}.json"
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(rec, dict) and rec.get("migration") == migration_id:
+        _unlink(path)

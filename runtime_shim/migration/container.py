@@ -619,17 +619,20 @@ def tar_rootfs(rootfs: Path, out: Path, since: float | None = None) -> int:
         stack: list[tuple[Path, str]] = [(rootfs / c, c) for c in sorted(os.listdir(rootfs), reverse=True)]
         while stack:
             p, arc = stack.pop()
-            st = p.lstat()
-            if st_mod.S_ISDIR(st.st_mode):
-                if changed(st):
+            try:  # the base is taken while the container runs: entries may vanish meanwhile
+                st = p.lstat()
+                if st_mod.S_ISDIR(st.st_mode):
+                    if changed(st):
+                        tar.add(str(p), arcname=arc, recursive=False)
+                        count += 1
+                    if st.st_dev != dev:
+                        continue
+                    stack.extend((p / c, f"{arc}/{c}") for c in sorted(os.listdir(p), reverse=True))
+                elif (st_mod.S_ISREG(st.st_mode) or st_mod.S_ISLNK(st.st_mode)) and changed(st):
                     tar.add(str(p), arcname=arc, recursive=False)
                     count += 1
-                if st.st_dev != dev:
-                    continue
-                stack.extend((p / c, f"{arc}/{c}") for c in sorted(os.listdir(p), reverse=True))
-            elif (st_mod.S_ISREG(st.st_mode) or st_mod.S_ISLNK(st.st_mode)) and changed(st):
-                tar.add(str(p), arcname=arc, recursive=False)
-                count += 1
+            except FileNotFoundError:
+                continue
     return count
 
 

@@ -365,9 +365,12 @@ class ProcessSource:
             # a signal pending while frozen (a shell's SIGCHLD) cannot go into the images,
             # nor can a child forked while our userfaultfd sat in its parent and not yet
             # exec'd (it holds a copy): let them run on and freeze again (writes meanwhile
-            # are still tracked)
+            # are still tracked). Nor a child forked after the tree was listed and before
+            # its parent was stopped: it runs on unfrozen and its exit queues SIGCHLD in
+            # the frozen parent, which fails the injections that follow (seen in a soak)
             if not self.tree or not (any(_pending_signals(tid) for tid in self._held)
-                                     or any(_holds_uffd(p) for p in pids if p != self.pid)):
+                                     or any(_holds_uffd(p) for p in pids if p != self.pid)
+                                     or set(_descendants(self.pid)) != set(pids)):
                 break
             self.thaw()
             time.sleep(0.002)
@@ -496,6 +499,7 @@ class ProcessSource:
                **({"skip_pages": skip} if skip else {}))
         except HetmigError as err:
             raise MigrationError(f"final dump of pid {self.pid} failed: {err}") from err
+        _clear_single_step(self._held)
 
     def rootfs_delta(self, out: Path) -> bool:
         return False  # a plain process has no container rootfs
@@ -588,6 +592,30 @@ def _descendants(pid: int) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _clear_single_step(tids: Sequence[int]) -> None:
+    """Leave each held thread in a plain interrupt stop, its single-step state cleared.
+
+    Injected syscalls end in a single-step trap; the kernel clears the step flags
+    (TF, the syscall-exit trap) only when the tracer resumes or detaches the thread.
+    Should we die instead (SIGKILL), the kernel detaches without clearing them and
+    the thread takes a SIGTRAP at its next instruction or syscall exit: the
+    container dies of it (seen: a source killed after the final dump). A
+    PTRACE_INTERRUPT before PTRACE_CONT makes the thread trap again before any user
+    code or signal handler runs (job-control traps are taken before signals)."""
+    from capture.dirty import WALL, _ptrace
+
+    for tid in tids:
+        try:
+            _ptrace(PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT")
+            _ptrace(PTRACE_CONT, tid, 0, 0, "PTRACE_CONT")
+            _, status = os.waitpid(tid, WALL)
+        except (HetmigError, ChildProcessError):
+            continue  # a thread that ended meanwhile
+        if not os.WIFSTOPPED(status) or status >> 16 != PTRACE_EVENT_STOP:
+            raise MigrationError(f"thread {tid}: expected an interrupt stop after clearing its single-step state, "
+                                 f"got status 0x{status:x}")
 
 
 def _holds_uffd(pid: int) -> bool:
@@ -850,6 +878,7 @@ class ManagedSource(ProcessSource):
 # -- destination ------------------------------------------------------------------------------
 
 PTRACE_DETACH = 17
+PTRACE_CONT = 7
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 PTRACE_O_EXITKILL = 0x100000
@@ -1242,13 +1271,8 @@ class StagingRestore:
 
     def finish(self) -> None:
         warnings = self.isolation.settle() if self.isolation is not None else []
-        held, self._held = self._held, []
-        # the tree's root (listed first) last: once it runs it competes with us for the CPU
-        for tid, sig in reversed(held):
-            try:
-                _ptrace_detach(tid, sig)
-            except HetmigError:
-                pass
+        # the record first: a copy never runs here unrecorded (a full state dir fails
+        # this while the copy is still held, and the abort kills it)
         if self.isolation is not None and self.restored is not None and self.workdir is not None:
             from runtime_shim.migration import container
 
@@ -1257,6 +1281,13 @@ class StagingRestore:
                 "container_id": self.container_id, "pid": int(res.root_pid), "init_pid": int(res.init_pid or 0),
                 "oci": self.spec.get("oci") or {}, "isolation": self.isolation.to_json(),
                 "migration": self.workdir.name, "warnings": warnings})
+        held, self._held = self._held, []
+        # the tree's root (listed first) last: once it runs it competes with us for the CPU
+        for tid, sig in reversed(held):
+            try:
+                _ptrace_detach(tid, sig)
+            except HetmigError:
+                pass
         self.restored = None
         if self.store is not None:
             self.store.close()

@@ -23,6 +23,13 @@ Any failure before that ACK thaws the source and sends ABORT: the container
 runs on where it was. A lost ACK is resolved with STATUS on a new
 connection; if the agent cannot be asked the source is left stopped
 (SIGSTOP) and the error says so.
+
+Right before FINISH the frozen tree also gets SIGSTOP queued: should this
+process die from then on (the kernel then detaches our ptrace freeze), the
+container stops instead of running on next to the copy the agent may have
+released. The journal (:mod:`.journal`, ``<state-dir>/outgoing/``) records
+each migration in flight; ``hetmig migrate --recover`` settles what a dead
+source left (:func:`recover`). Fault points for the tests: :mod:`.faults`.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import socket
 import ssl
 import tempfile
@@ -41,8 +49,8 @@ from typing import Any, Callable, Iterator
 
 from capture import spans
 from capture.errors import HetmigError, MigrationError, RefusedError
-from runtime_shim.migration import hostinfo, identity, wire
-from runtime_shim.migration.engine import PAGE_SIZE, Run, SourceContainer
+from runtime_shim.migration import faults, hostinfo, identity, journal, wire
+from runtime_shim.migration.engine import PAGE_SIZE, Run, SourceContainer, SourceDescription
 from runtime_shim.migration.wire import Limits, MsgType, RemoteError
 
 Progress = Callable[[dict[str, Any]], None]
@@ -60,6 +68,7 @@ class MigrateOptions:
     connect_timeout: float = 10.0
     io_timeout: float = 120.0
     verify_pages: bool = False   # the agent checks its rebuilt pages images against our hash
+    fault: str | None = None     # tests: inject a failure (KIND-PHASE, see faults.py)
 
 
 @dataclass
@@ -177,6 +186,10 @@ class Migration:
         self.target = False        # the agent's restore target holds the pre-copied pages (last ACK)
         self.target_seen = False   # ... it did at some point
         self.areas: dict[int, list[spans.Span]] = {}  # private anonymous areas last sent in LAYOUT
+        fault = faults.parse(opts.fault, faults.Side.SOURCE) if opts.fault else None
+        self.faults = faults.Injector(fault, faults.Side.SOURCE, log=lambda m: self._emit("fault", message=m))
+        self.entry: journal.Entry | None = None
+        self._stopped: tuple[tuple[int, int], ...] = ()  # SIGSTOP queued before FINISH
 
     def _mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
@@ -365,10 +378,13 @@ class Migration:
         announced = min(Limits().max_total, (desc.memory_bytes + (64 << 20)) * (max_rounds + 1) + (256 << 20))
         frozen_at: float | None = None
         tracking = False
+        journal.refuse_if_pending(self.opts.state_dir, desc.container_id)
         try:
             dst = self.connect_and_check()
             self.precheck(dst, desc.memory_bytes, min(announced, 2 * desc.memory_bytes + (256 << 20)))
             assert self.conn is not None
+            self._at(faults.Phase.CONNECT)
+            self._journal_begin(desc)
             disk = min(announced, 2 * desc.memory_bytes + (256 << 20))
             self.conn.send(MsgType.BEGIN, {"migration_id": self.migration_id, "container_id": desc.container_id,
                                            "spec": desc.spec, "announced_bytes": announced, "disk_bytes": disk})
@@ -376,7 +392,7 @@ class Migration:
             base = getattr(self.source, "rootfs_base", None)
             if base is not None:  # a container's root file system, while it runs
                 t_base = time.monotonic()
-                with tempfile.TemporaryDirectory(prefix="hetmig-rootfs-") as tmp:
+                with tempfile.TemporaryDirectory(prefix="hetmig-rootfs-", dir=self._work()) as tmp:
                     tar = Path(tmp) / "rootfs-base.tar"
                     if base(tar):
                         self._send_file(tar, tar.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
@@ -385,6 +401,7 @@ class Migration:
                                    ms=round((time.monotonic() - t_base) * 1000, 3))
             self.source.start_tracking()
             tracking = True
+            self._journal_tracker()
             self.report.tracker = str(getattr(self.source, "tracker_name", ""))
             rate = 0.0
             prev_pages: int | None = None
@@ -394,6 +411,7 @@ class Migration:
             while True:
                 rnd += 1
                 stat = self._send_round(rnd, dirty)
+                self._at(faults.Phase.PRECOPY)
                 if stat.ms > 0:
                     rate = max(rate, stat.bytes / (stat.ms / 1000.0))
                 if rnd >= max_rounds:
@@ -426,6 +444,7 @@ class Migration:
             frozen_at = t = self._mark("freeze", t)
             self.report.freeze = str(getattr(self.source, "freeze_method", "ptrace"))
             self._emit("frozen")
+            self._at(faults.Phase.FREEZE)
             # what was written since the last scan (during the short last live round)
             self._send_round(rnd + 1, self.source.dirty(first=False))
             t = self._mark("final_round", t)
@@ -446,11 +465,12 @@ class Migration:
                 self.source.stop_tracking()  # (deferred: a roll-back stops it, a destroy drops it)
                 tracking = False
             t = self._mark("stop_tracking", t)
-            with tempfile.TemporaryDirectory(prefix="hetmig-migrate-") as tmp:
+            with tempfile.TemporaryDirectory(prefix="hetmig-migrate-", dir=self._work()) as tmp:
                 image_dir = Path(tmp) / "images"
                 image_dir.mkdir()
                 self.source.dump_final(image_dir, skip_pages=skip)
                 t = self._mark("dump", t)
+                self._at(faults.Phase.FINAL)
                 files = sorted(image_dir.iterdir())
                 pages_files = [p for p in files if _PAGES_RE.fullmatch(p.name)]
                 for path in files:
@@ -460,12 +480,14 @@ class Migration:
                 for path in pages_files:
                     self._send_pages_image(image_dir, path)
                 t = self._mark("pages_images", t)
+                self._at(faults.Phase.ROOTFS)
                 delta = Path(tmp) / "rootfs-delta.tar"
                 if self.source.rootfs_delta(delta):
                     self._send_file(delta, delta.name, MsgType.ROOTFS_BEGIN, MsgType.ROOTFS_DATA, MsgType.ROOTFS_END)
                     self.conn.recv(MsgType.ACK)
                     t = self._mark("rootfs_changes", t)
             self.conn.send(MsgType.COMMIT, {})
+            self._at(faults.Phase.RESTORE)
             confirm = self.conn.recv(MsgType.CONFIRM)
             t = self._mark("restore", t)
         except BaseException as err:
@@ -501,9 +523,10 @@ class Migration:
             raise MigrationError(
                 f"migration {self.migration_id}: outcome unknown (the agent at {self.opts.host}:{self.opts.port} "
                 f"cannot be asked); the source pid(s) {self.source.describe().pids} are left stopped (SIGSTOP): "
-                f"if the destination does not run the container, `kill -CONT` them")
+                f"run `hetmig migrate --recover {self.migration_id} --state-dir {self.opts.state_dir}` once the "
+                f"agent answers (it destroys them or lets them go on)")
         self.report.downtime_ms = round((time.monotonic() - (frozen_at or time.monotonic())) * 1000, 3)
-        self.source.destroy()
+        self._destroy_source()
         self.report.total_ms = round((time.monotonic() - t_start) * 1000, 3)
         self.report.outcome = "migrated"
         self._emit("done", **self.report.to_json())
@@ -512,39 +535,26 @@ class Migration:
     def _finish(self) -> str:
         """'done' when the agent released its copy, 'aborted' when it dropped it, else 'unknown'."""
         assert self.conn is not None
+        self._stop_before_finish()
         try:
             self.conn.send(MsgType.FINISH, {})
+            self._at(faults.Phase.CONFIRM)
             self.conn.recv(MsgType.ACK)
             self.conn.close()
             return "done"
         except HetmigError as err:
             self._emit("finish-unconfirmed", reason=str(err)[:500])
             self.conn.close()
-        for attempt in range(3):
-            try:
-                conn = Connection(self.opts)
-                try:
-                    conn.send(MsgType.STATUS, {"migration_id": self.migration_id})
-                    phase = wire.get_str(conn.recv(MsgType.ACK), "phase", "status", max_len=64)
-                finally:
-                    conn.close()
-                self._emit("status", phase=phase)
-                if phase in ("done", "aborted"):
-                    return phase
-            except HetmigError as err:
-                self._emit("status-failed", attempt=attempt + 1, reason=str(err)[:500])
-            time.sleep(1.0)
-        return "unknown"
+        return query_status(self.opts, self.migration_id, self._emit)
 
     def _leave_stopped(self) -> None:
-        """Outcome unknown: keep the source stopped (SIGSTOP) after our ptrace freeze ends."""
-        import signal
-
+        """Outcome unknown: keep the source stopped (SIGSTOP, queued before FINISH) after
+        our ptrace freeze ends; the journal keeps the migration for ``--recover``."""
         try:
             self.source.stop_tracking()  # a deferred tracker leaves the process first
         except HetmigError:
             pass
-        for pid in self.source.describe().pids:
+        for pid, _start in self._stopped:
             try:
                 os.kill(pid, signal.SIGSTOP)
             except ProcessLookupError:
@@ -553,7 +563,8 @@ class Migration:
         self.report.outcome = "unknown-left-stopped"
 
     def _roll_back(self, err: BaseException, tracking: bool) -> None:
-        """Before CONFIRM: the source runs on as if nothing happened."""
+        """Before CONFIRM (or when the agent dropped its copy): the source runs on as if
+        nothing happened."""
         try:
             if tracking:
                 self.source.stop_tracking()
@@ -561,6 +572,13 @@ class Migration:
             pass
         finally:
             self.source.thaw()
+            for pid, start in self._stopped:  # the SIGSTOP queued before FINISH
+                if journal.start_time(pid) == start:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+            self._stopped = ()
         self.report.outcome = "rolled-back"
         if self.conn is not None:
             try:
@@ -568,4 +586,115 @@ class Migration:
             except (OSError, HetmigError):
                 pass
             self.conn.close()
+        if self._tracker_closed():
+            journal.remove(self.opts.state_dir, self.migration_id)
         self._emit("rolled-back", reason=str(err)[:2000])
+
+    def _tracker_closed(self) -> bool:
+        """The tracker's userfaultfd is out of the container (a stop that failed, e.g. on a
+        signal in the middle of its injection, is retried here). False: it is still in;
+        the journal keeps the migration for ``--recover`` and a new migration is refused."""
+        if self.entry is None or self.entry.uffd is None:
+            return True
+        try:
+            if journal.close_stale_uffd(*self.entry.uffd):
+                self._emit("tracker-closed", pid=self.entry.uffd[0], fd=self.entry.uffd[1])
+            return True
+        except HetmigError as err:
+            self._emit("tracker-left", pid=self.entry.uffd[0], fd=self.entry.uffd[1], reason=str(err)[:500])
+            return False
+
+    # -- fault points, journal, the end ---------------------------------------------------------
+    def _at(self, phase: faults.Phase) -> None:
+        self.faults.at(phase, self.conn.sock if self.conn is not None else None)
+
+    def _journal_begin(self, desc: SourceDescription) -> None:
+        """The journal entry, before BEGIN reaches the agent; its work dir holds our temporary files."""
+        from runtime_shim.migration.engine import ManagedSource, RuncSource
+
+        kind, root, agent_state = "process", None, None
+        if isinstance(self.source, RuncSource):
+            kind, root = "runc", (self.source.runc[2] if len(self.source.runc) > 2 else None)
+        elif isinstance(self.source, ManagedSource):
+            kind, agent_state = "managed", str(self.source.agent_state)
+        pid = desc.pids[0] if desc.pids else 0
+        self.entry = journal.Entry(self.migration_id, desc.container_id, kind, pid, journal.start_time(pid) or 0,
+                                   self.opts.host, self.opts.port, runc_root=root, agent_state=agent_state,
+                                   source_pid=os.getpid(), source_start=journal.start_time(os.getpid()) or 0)
+        try:
+            journal.write(self.opts.state_dir, self.entry)
+            journal.work_dir(self.opts.state_dir, self.migration_id).mkdir(mode=0o700)
+        except OSError as err:
+            raise MigrationError(f"cannot write the migration journal in {journal.outgoing_dir(self.opts.state_dir)}: "
+                                 f"{err}") from err
+
+    def _work(self) -> Path | None:
+        return journal.work_dir(self.opts.state_dir, self.migration_id) if self.entry is not None else None
+
+    def _journal_tracker(self) -> None:
+        tracker = getattr(self.source, "_tracker", None)
+        fd = getattr(tracker, "uffd", None)
+        if self.entry is not None and isinstance(fd, int):
+            self.entry = journal.update(self.opts.state_dir, self.entry, uffd=(int(getattr(tracker, "pid")), fd))
+
+    def _stop_before_finish(self) -> None:
+        """SIGSTOP queued to the frozen tree (journal first): if we die from now on, the
+        kernel's detach lets it stop, never run on next to a released copy."""
+        from runtime_shim.migration.engine import _descendants
+
+        pids: list[int] = []
+        for p in self.source.describe().pids:
+            pids += _descendants(p) if getattr(self.source, "tree", False) else [p]
+        stopped = tuple((p, st) for p in dict.fromkeys(pids) if (st := journal.start_time(p)) is not None)
+        if self.entry is not None:
+            self.entry = journal.update(self.opts.state_dir, self.entry, phase="finishing", stopped=stopped)
+        self._stopped = stopped
+        for pid, _start in stopped:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+
+    def _destroy_source(self) -> None:
+        if self.entry is not None:
+            self.entry = journal.update(self.opts.state_dir, self.entry, phase="released")
+        self._at(faults.Phase.CLEANUP)
+        self.source.destroy()
+        self._stopped = ()
+        journal.remove(self.opts.state_dir, self.migration_id)
+
+
+def query_status(opts: MigrateOptions, migration_id: str, emit: Callable[..., None] | None = None,
+                 attempts: int = 3) -> str:
+    """The agent's phase of *migration_id* over a new connection: 'done', 'aborted', or
+    'unknown' when it cannot be asked (*attempts* tries, a second apart)."""
+    emit = emit or (lambda event, **data: None)
+    for attempt in range(attempts):
+        try:
+            conn = Connection(opts)
+            try:
+                conn.send(MsgType.STATUS, {"migration_id": migration_id})
+                phase = wire.get_str(conn.recv(MsgType.ACK), "phase", "status", max_len=64)
+            finally:
+                conn.close()
+            emit("status", phase=phase)
+            if phase in ("done", "aborted"):
+                return phase
+        except HetmigError as err:
+            emit("status-failed", attempt=attempt + 1, reason=str(err)[:500])
+        if attempt + 1 < attempts:
+            time.sleep(1.0)
+    return "unknown"
+
+
+def recover(state_dir: Path, only: str | None = None, extra_pins: tuple[str, ...] = (),
+            emit: Callable[..., None] | None = None, agent: tuple[str, int] | None = None) -> list[journal.Recovered]:
+    """``hetmig migrate --recover``: settle the migrations a dead source left (see journal).
+    *agent*: ask this address instead of the one journaled (the agent moved)."""
+    def status(entry: journal.Entry) -> str:
+        host, port = agent or (entry.host, entry.port)
+        opts = MigrateOptions(host=host, port=port, state_dir=state_dir, extra_pins=extra_pins,
+                              connect_timeout=5.0, io_timeout=30.0)
+        return query_status(opts, entry.migration_id, emit)
+
+    return journal.recover(state_dir, status, only)
