@@ -418,6 +418,8 @@ class ProcessSource:
         if self._tracker is not None:
             tracker, self._tracker = self._tracker, None
             tracker.stop()
+            if self._frozen and self._held:
+                _clear_single_step(self._held)  # the injected close left its single-step state
         if self._mem is not None:
             os.close(self._mem)
             self._mem = None

@@ -462,7 +462,7 @@ class Migration:
             self.report.final_pages += skipped  # PE_PARENT in the final images: already in the target
             defer = getattr(self.source, "defer_tracking_stop", None)
             if defer is None or not defer():
-                self.source.stop_tracking()  # (deferred: a roll-back stops it, a destroy drops it)
+                self.source.stop_tracking()  # (deferred: stopped while the agent restores, below)
                 tracking = False
             t = self._mark("stop_tracking", t)
             with tempfile.TemporaryDirectory(prefix="hetmig-migrate-", dir=self._work()) as tmp:
@@ -487,6 +487,12 @@ class Migration:
                     self.conn.recv(MsgType.ACK)
                     t = self._mark("rootfs_changes", t)
             self.conn.send(MsgType.COMMIT, {})
+            if tracking:
+                # a deferred tracker leaves the frozen source while the agent restores (the
+                # close costs milliseconds per 100 MiB, overlapped here): from FINISH on the
+                # tree has SIGSTOP queued, and no injection works any more
+                self.source.stop_tracking()
+                tracking = False
             self._at(faults.Phase.RESTORE)
             confirm = self.conn.recv(MsgType.CONFIRM)
             t = self._mark("restore", t)
@@ -550,10 +556,6 @@ class Migration:
     def _leave_stopped(self) -> None:
         """Outcome unknown: keep the source stopped (SIGSTOP, queued before FINISH) after
         our ptrace freeze ends; the journal keeps the migration for ``--recover``."""
-        try:
-            self.source.stop_tracking()  # a deferred tracker leaves the process first
-        except HetmigError:
-            pass
         for pid, _start in self._stopped:
             try:
                 os.kill(pid, signal.SIGSTOP)
