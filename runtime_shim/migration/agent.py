@@ -448,10 +448,11 @@ class Session:
             self._commit()
         elif t == MsgType.FINISH and self.phase == "confirmed":
             assert self.restore is not None
+            t0 = time.monotonic()
             self.restore.finish()
             self._status("done")
             self.agent.log.info("migration %s of %s done", self.migration_id, self.container_id)
-            self._send(MsgType.ACK, {})
+            self._send(MsgType.ACK, {"finish_ms": round((time.monotonic() - t0) * 1000, 3)})
             at(faults.Phase.CLEANUP, self.sock)
             return False
         else:

@@ -545,7 +545,9 @@ class Migration:
         try:
             self.conn.send(MsgType.FINISH, {})
             self._at(faults.Phase.CONFIRM)
-            self.conn.recv(MsgType.ACK)
+            ack = self.conn.recv(MsgType.ACK)
+            if isinstance(ack.get("finish_ms"), (int, float)) and not isinstance(ack.get("finish_ms"), bool):
+                self.report.cutover_ms["agent.finish"] = float(ack["finish_ms"])
             self.conn.close()
             return "done"
         except HetmigError as err:
