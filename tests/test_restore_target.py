@@ -185,18 +185,21 @@ def test_kill_held_after_cut_over_leaves_nothing(programs: dict[str, Path], tmp_
     out = tmp_path / "count.txt"
     proc = start([str(programs["counter"]), str(out)])
     src = ProcessSource(proc.pid)
-    wait_lines(out, 2)
-    src.freeze()
-    target, sent, _ = _prepared(proc.pid, extra_area=False)
-    images = tmp_path / "images"
-    images.mkdir()
-    src.dump_final(images, skip_pages={proc.pid: sent})
-    result = target.cut_over(images)
-    # the source was never destroyed: it runs on, the restored copy is dropped
-    src.thaw()
-    kill_held(result)
-    wait_gone([result.root_pid, result.init_pid])  # dead, reaped by us (tracer) and their parent
-    n = len(lines(out))
-    wait_lines(out, n + 2)
-    proc.kill()
-    proc.wait(timeout=10)
+    try:
+        wait_lines(out, 2)
+        src.freeze()
+        target, sent, _ = _prepared(proc.pid, extra_area=False)
+        images = tmp_path / "images"
+        images.mkdir()
+        src.dump_final(images, skip_pages={proc.pid: sent})
+        result = target.cut_over(images)
+        # the source was never destroyed: it runs on, the restored copy is dropped
+        src.thaw()
+        kill_held(result)
+        wait_gone([result.root_pid, result.init_pid])  # dead, reaped by us (tracer) and their parent
+        n = len(lines(out))
+        wait_lines(out, n + 2)
+    finally:
+        src.thaw()
+        proc.kill()
+        proc.wait(timeout=10)
