@@ -1242,7 +1242,7 @@ def seize_tree(platform: Platform, pid: int, tree: bool, seized: _Tree, zombies:
         else:
             try:
                 seized.seize_process(p)
-            except PlatformError as err:
+            except PlatformError:
                 after = _gone_or_dead(platform, p) if p != pid else None
                 if after is None:
                     raise

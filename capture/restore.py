@@ -101,7 +101,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno as errno_mod
-import mmap
 import os
 import resource
 import signal
@@ -111,7 +110,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, Sequence
 
 from capture import spans
-from capture.errors import HetmigError, PlatformError, RestoreError
+from capture.errors import HetmigError, RestoreError
 from capture.platform import linux_inject as li
 from capture.platform.base import ThreadRegs
 from capture.restore_checks import (
@@ -673,9 +672,18 @@ class _Restorer:
             raise RestoreError("the seed process could not create a pid namespace (unshare CLONE_NEWPID failed)")
         self.ops.seize(pid, li.TRACE_CHILDREN)
         self.ops.interrupt(pid)
+        seed = self.trampoline_stub(pid)
+        rs = self.ops.get_rseq(pid)
+        if rs is not None:
+            seed("rseq", rs.abi_pointer, rs.abi_size, RSEQ_FLAG_UNREGISTER, rs.signature)
+        return seed
+
+    def trampoline_stub(self, pid: int) -> _Stub:
+        """The seed *pid* (seized, stopped) with the trampoline mapped at ``self.tramp``
+        (syscall instruction, init code, scratch) and every signal blocked."""
         boot = self.ops.Injector(pid, self.ops.find_syscall_insn(pid), keep_regs=True)
         self.ops.remote_mmap(boot, self.tramp, TRAMPOLINE_SIZE, li.PROT_READ | li.PROT_WRITE | li.PROT_EXEC,
-                       li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE)
+                             li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE)
         code = bytearray(PAGE)
         code[0:3] = b"\x0f\x05\xcc"
         code[INIT_CODE_OFFSET : INIT_CODE_OFFSET + len(INIT_CODE)] = INIT_CODE
@@ -683,9 +691,6 @@ class _Restorer:
         seed = _Stub(pid, self.tramp, self.ops.Injector(pid, self.tramp, saved=boot.saved), self.ops)
         # all signals blocked in every stub until the very end
         seed("rt_sigprocmask", SIG_SETMASK, seed.put(struct.pack("<Q", U64)), 0, 8)
-        rs = self.ops.get_rseq(pid)
-        if rs is not None:
-            seed("rseq", rs.abi_pointer, rs.abi_size, RSEQ_FLAG_UNREGISTER, rs.signature)
         return seed
 
     def clone_process(self, parent: _Stub, pid: int, *, flags: int = 0, exit_signal: int = SIGCHLD) -> _Stub:
@@ -914,7 +919,6 @@ class _Restorer:
     def restore_mm(self, pr: _Proc) -> None:
         img = pr.img
         st = pr.stub
-        pid = pr.host_pid
         t0 = time.perf_counter()
         prepared = self.prepared is not None and st is self.prepared
         if prepared:
@@ -1099,7 +1103,6 @@ class _Restorer:
 
     def _proxy_vdso(self, pr: _Proc, vdso: Any, old: bytes, old_syms: dict[str, int],
                     host_syms: dict[str, int]) -> None:
-        st = pr.stub
         need = self.host_vvar_size + len(self.host_vdso_bytes)
         busy = [(v.start, v.end) for v in pr.img.vmas if not v.status & VMA_AREA_VSYSCALL]
         busy.append((self.tramp, self.tramp + TRAMPOLINE_SIZE))
@@ -1112,30 +1115,38 @@ class _Restorer:
         if not base:
             raise RestoreError(f"pid {pr.img.pid}: no free room for this kernel's vDSO near 0x{vdso.start:x}")
         new_text = self._map_host_vdso(pr, base)
+        done, missing = self._write_redirected_vdso(pr, vdso, old, old_syms, host_syms, new_text)
+        if missing:
+            self.warnings.append(f"pid {pr.img.pid}: this kernel's vDSO lacks {missing}; calls to them "
+                                 f"in the dumped vDSO are not redirected")
+        self.warnings.append(f"pid {pr.img.pid}: dumped vDSO at 0x{vdso.start:x} redirected to this kernel's at "
+                             f"0x{new_text:x} ({done} entry points)")
+
+    def _write_redirected_vdso(self, pr: _Proc, vdso: Any, old: bytes, old_syms: dict[str, int],
+                               host_syms: dict[str, int], text_base: int) -> tuple[int, list[str]]:
+        """Put the dumped vDSO bytes back at their address, every exported function
+        patched with a jump to the same-named function of the vDSO at *text_base*;
+        returns (entry points redirected, names that vDSO lacks)."""
         patched = bytearray(old)
         done: set[int] = set()
-        missing = []
+        missing: set[str] = set()
         for name, off in sorted(old_syms.items(), key=lambda kv: kv[1]):
             if off in done:
                 continue
             target = host_syms.get(name)
             if target is None:
-                missing.append(name)
+                missing.add(name)
                 continue
             if off + len(_JUMP) + 8 > len(patched):
                 raise RestoreError(f"pid {pr.img.pid}: vDSO symbol {name} at +0x{off:x} too close to the end")
-            patched[off : off + 14] = _JUMP + struct.pack("<Q", new_text + target)
+            patched[off : off + len(_JUMP) + 8] = _JUMP + struct.pack("<Q", text_base + target)
             done.add(off)
-        if missing:
-            self.warnings.append(f"pid {pr.img.pid}: this kernel's vDSO lacks {sorted(set(missing))}; calls to them "
-                                 f"in the dumped vDSO are not redirected")
         size = vdso.end - vdso.start
-        st("mmap", vdso.start, size, li.PROT_READ | li.PROT_WRITE,
-           li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED, -1, 0)
+        pr.stub("mmap", vdso.start, size, li.PROT_READ | li.PROT_WRITE,
+                li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED, -1, 0)
         self.ops.write_memory(pr.host_pid, vdso.start, bytes(patched))
-        st("mprotect", vdso.start, size, vdso.prot)
-        self.warnings.append(f"pid {pr.img.pid}: dumped vDSO at 0x{vdso.start:x} redirected to this kernel's at "
-                             f"0x{new_text:x} ({len(done)} entry points)")
+        pr.stub("mprotect", vdso.start, size, vdso.prot)
+        return len(done), sorted(missing)
 
     def _read_image_pages(self, img: ProcessImage, start: int, end: int) -> bytes | None:
         chunks = []

@@ -53,13 +53,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from capture.errors import RestoreError, RestoreRefusedError
 from capture.platform import linux_inject as li
-from capture.restore_checks import PAGE, VMA_AREA_VSYSCALL, VMA_AREA_VVAR
+from capture.restore_checks import VMA_AREA_VSYSCALL, VMA_AREA_VVAR
 
 if TYPE_CHECKING:
     from capture.restore import _Proc, _Restorer, _Stub
 
-#: ``jmp *0(%rip)`` followed by the 8-byte absolute target (as capture.restore's proxy).
-_JUMP: Final = b"\xff\x25\x00\x00\x00\x00"
 _CLONE3_ARGS: Final = struct.Struct("<11Q")
 
 
@@ -95,8 +93,7 @@ def check_image(r: "_Restorer") -> None:
 
 def spawned_seed(r: "_Restorer") -> "_Stub":
     """The seed as a process the ops start (an ABI-matching stub), traced and on the trampoline."""
-    from capture.restore import (INIT_CODE, INIT_CODE_OFFSET, SIG_SETMASK, TRAMPOLINE_SIZE, U64, _Stub,
-                                 _choose_trampoline, _vdso_layout)
+    from capture.restore import _choose_trampoline, _vdso_layout
 
     spawn = getattr(r.ops, "spawn_seed", None)
     if spawn is None:
@@ -113,16 +110,7 @@ def spawned_seed(r: "_Restorer") -> "_Stub":
     r.host_vvar_size = (layout[1] - layout[0]) if layout else 0
     r.host_vdso_bytes = r.ops.read_memory(pid, layout[1], layout[2] - layout[1]) if layout else b""
     r.tramp = _choose_trampoline(r.iset, r.host_vvar_size, own)
-    boot = r.ops.Injector(pid, r.ops.find_syscall_insn(pid), keep_regs=True)
-    r.ops.remote_mmap(boot, r.tramp, TRAMPOLINE_SIZE, li.PROT_READ | li.PROT_WRITE | li.PROT_EXEC,
-                      li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED_NOREPLACE)
-    code = bytearray(PAGE)
-    code[0:3] = b"\x0f\x05\xcc"
-    code[INIT_CODE_OFFSET : INIT_CODE_OFFSET + len(INIT_CODE)] = INIT_CODE
-    r.ops.write_memory(pid, r.tramp, bytes(code))
-    seed = _Stub(pid, r.tramp, r.ops.Injector(pid, r.tramp, saved=boot.saved), r.ops)
-    seed("rt_sigprocmask", SIG_SETMASK, seed.put(struct.pack("<Q", U64)), 0, 8)
-    return seed
+    return r.trampoline_stub(pid)
 
 
 def clone_without_set_tid(r: "_Restorer", parent: "_Stub", pid: int, *, flags: int, exit_signal: int) -> "_Stub":
@@ -188,30 +176,12 @@ def redirect_to_kept_vdso(r: "_Restorer", pr: "_Proc", vdso: Any) -> None:
     host_syms = vdso_symbols(r.host_vdso_bytes)
     if not old_syms:
         raise RestoreError(f"pid {img.pid}: the dumped vDSO at 0x{vdso.start:x} has no readable symbol table")
-    patched = bytearray(old)
-    done: set[int] = set()
-    missing: list[str] = []
-    for name, off in sorted(old_syms.items(), key=lambda kv: kv[1]):
-        if off in done:
-            continue
-        target = host_syms.get(name)
-        if target is None:
-            missing.append(name)
-            continue
-        if off + len(_JUMP) + 8 > len(patched):
-            raise RestoreError(f"pid {img.pid}: vDSO symbol {name} at +0x{off:x} too close to the end")
-        patched[off : off + len(_JUMP) + 8] = _JUMP + struct.pack("<Q", kstart + target)
-        done.add(off)
+    done, missing = r._write_redirected_vdso(pr, vdso, old, old_syms, host_syms, kstart)
     if missing:
-        r.warnings.append(f"pid {img.pid}: the kept vDSO lacks {sorted(set(missing))}; calls to them in the "
+        r.warnings.append(f"pid {img.pid}: the kept vDSO lacks {missing}; calls to them in the "
                           f"dumped vDSO are not redirected")
-    size = vdso.end - vdso.start
-    pr.stub("mmap", vdso.start, size, li.PROT_READ | li.PROT_WRITE, li.MAP_PRIVATE | li.MAP_ANONYMOUS | li.MAP_FIXED,
-            -1, 0)
-    r.ops.write_memory(pr.host_pid, vdso.start, bytes(patched))
-    pr.stub("mprotect", vdso.start, size, vdso.prot)
     r.warnings.append(f"pid {img.pid}: dumped vDSO at 0x{vdso.start:x} redirected to the vDSO this OS mapped at "
-                      f"0x{kstart:x} ({len(done)} entry points; no ARCH_MAP_VDSO_64)")
+                      f"0x{kstart:x} ({done} entry points; no ARCH_MAP_VDSO_64)")
 
 
 def skip_mm_map(r: "_Restorer", pr: "_Proc") -> None:
