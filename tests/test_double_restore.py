@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import pytest
 
@@ -33,36 +33,13 @@ from capture.platform.base import Platform
 from capture.platform.freebsd_inject import FreeBSDInjectionOps, seed_elf
 from capture.platform.linux import LinuxPlatform
 from capture.restore import InjectionOps, _linux_ops, restore
-from tests.freebsd_double.engine import FreeBSDWorld, freebsd_world
+from tests.freebsd_double.engine import FreeBSDWorld
 from tests.programs.harness import first_field, lines, wait_lines
+# the counter process and the FreeBSD world around it, made as the dump tests make them
+from tests.test_double_dump import Counter, counter, world  # noqa: F401  (fixtures)
 
 CLONE3, PRCTL, ARCH_PRCTL, RSEQ = 435, 157, 158, 334
 ENOSYS_FREEBSD = 78
-
-
-class Counter:
-    def __init__(self, binary: Path, out: Path) -> None:
-        self.out = out
-        self.proc = subprocess.Popen([str(binary), str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self.pid = self.proc.pid
-
-
-@pytest.fixture
-def counter(programs: dict[str, Path], tmp_path: Path) -> Iterator[Counter]:
-    c = Counter(programs["counter"], tmp_path / "count.txt")
-    wait_lines(c.out, 3)
-    yield c
-    if c.proc.poll() is None:
-        c.proc.kill()
-    c.proc.wait()
-
-
-@pytest.fixture
-def world(tmp_path: Path, counter: Counter) -> Iterator[FreeBSDWorld]:
-    w = freebsd_world(tmp_path / "freebsd", (counter.pid,))
-    yield w
-    w.close()
 
 
 def dump_counter(kind: str, counter: Counter, world: FreeBSDWorld, images: Path) -> int:
@@ -185,7 +162,8 @@ def test_compatible_path_refuses_a_child_subreaper(counter: Counter, world: Free
     dump_counter("linux", counter, world, images)
     core = next(images.glob("core-*.img"))
     img = read_image(core)
-    img.entries[0].tc.child_subreaper = True
+    core: Any = img.entries[0]
+    core.tc.child_subreaper = True
     write_image(core, img)
     calls = len(world.kernel.calls)
     with pytest.raises(RestoreRefusedError, match="child subreaper"):
