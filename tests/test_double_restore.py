@@ -162,8 +162,8 @@ def test_compatible_path_refuses_a_child_subreaper(counter: Counter, world: Free
     dump_counter("linux", counter, world, images)
     core = next(images.glob("core-*.img"))
     img = read_image(core)
-    core: Any = img.entries[0]
-    core.tc.child_subreaper = True
+    entry: Any = img.entries[0]
+    entry.tc.child_subreaper = True
     write_image(core, img)
     calls = len(world.kernel.calls)
     with pytest.raises(RestoreRefusedError, match="child subreaper"):
