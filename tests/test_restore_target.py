@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
 from capture import spans
 from capture.errors import ImageError, RestoreError
-from capture.images import read_image
+from capture.images import read_image, write_image
 from capture.platform import get_platform
 from capture.platform import linux_inject as li
 from capture.platform.base import VmaKind
@@ -119,87 +122,79 @@ def test_cut_over_continues_the_counter_and_cleans_up(programs: dict[str, Path],
                 pass
 
 
-def test_parent_pages_the_target_never_got_are_refused(programs: dict[str, Path], tmp_path: Path) -> None:
+@dataclass
+class Frozen:
+    """A counter program frozen the way ``hetmig migrate`` freezes a source."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+    src: ProcessSource
+    images: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@pytest.fixture
+def frozen(programs: dict[str, Path], tmp_path: Path) -> Iterator[Frozen]:
+    """Started, counting, frozen; thawed and killed at teardown whatever the test did."""
     out = tmp_path / "count.txt"
     proc = start([str(programs["counter"]), str(out)])
     src = ProcessSource(proc.pid)
+    images = tmp_path / "images"
+    images.mkdir()
     try:
         wait_lines(out, 2)
         src.freeze()
-        areas, busy = src.layout()[proc.pid]
-        target = RestoreTarget(proc.pid, pidns=True, hold=True)
-        target.prepare(areas, busy)
-        stub = target.host_pid
-        images = tmp_path / "images"
-        images.mkdir()
-        # the dump claims every anonymous page is in the target; none was written
-        src.dump_final(images, skip_pages={proc.pid: _anon_present(proc.pid)})
-        with pytest.raises(ImageError, match="never written into the restore target"):
-            target.cut_over(images)
-        assert target.state == "dead"
-        with pytest.raises(ChildProcessError):
-            os.waitpid(stub, li.WALL | os.WNOHANG)  # the prepared stub was killed and reaped
+        yield Frozen(proc, out, src, images)
     finally:
         src.thaw()
         proc.kill()
         proc.wait(timeout=10)
 
 
-def test_a_final_image_over_the_trampoline_is_refused(programs: dict[str, Path], tmp_path: Path) -> None:
+def test_parent_pages_the_target_never_got_are_refused(frozen: Frozen) -> None:
+    areas, busy = frozen.src.layout()[frozen.pid]
+    target = RestoreTarget(frozen.pid, pidns=True, hold=True)
+    target.prepare(areas, busy)
+    stub = target.host_pid
+    # the dump claims every anonymous page is in the target; none was written
+    frozen.src.dump_final(frozen.images, skip_pages={frozen.pid: _anon_present(frozen.pid)})
+    with pytest.raises(ImageError, match="never written into the restore target"):
+        target.cut_over(frozen.images)
+    assert target.state == "dead"
+    with pytest.raises(ChildProcessError):
+        os.waitpid(stub, li.WALL | os.WNOHANG)  # the prepared stub was killed and reaped
+
+
+def test_a_final_image_over_the_trampoline_is_refused(frozen: Frozen) -> None:
     """An area the process mapped after the target was prepared may land where the
     restore's trampoline sits: refused (the migration rolls back), never overwritten."""
-    out = tmp_path / "count.txt"
-    proc = start([str(programs["counter"]), str(out)])
-    src = ProcessSource(proc.pid)
-    try:
-        wait_lines(out, 2)
-        src.freeze()
-        target, sent, _ = _prepared(proc.pid, extra_area=False)
-        tramp = target._r.tramp
-        images = tmp_path / "images"
-        images.mkdir()
-        src.dump_final(images, skip_pages={proc.pid: sent})
-        # what a process that mapped memory there since would look like in its image
-        from proto import mm_pb2
-
-        from capture.images import write_image
-
-        mm = read_image(images / f"mm-{proc.pid}.img")
-        vma = mm.entries[0].vmas.add()
-        vma.start, vma.end, vma.pgoff, vma.shmid = tramp, tramp + PAGE, 0, 0
-        vma.prot, vma.flags, vma.status, vma.fd = 3, 0x22, (1 << 0) | (1 << 9), -1
-        vmas = sorted(mm.entries[0].vmas, key=lambda v: v.start)
-        del mm.entries[0].vmas[:]
-        mm.entries[0].vmas.extend(vmas)
-        assert isinstance(mm.entries[0], mm_pb2.mm_entry)
-        write_image(images / f"mm-{proc.pid}.img", mm)
-        with pytest.raises(RestoreError, match="trampoline"):
-            target.cut_over(images)
-    finally:
-        src.thaw()
-        proc.kill()
-        proc.wait(timeout=10)
+    target, sent, _ = _prepared(frozen.pid, extra_area=False)
+    tramp = target._r.tramp
+    frozen.src.dump_final(frozen.images, skip_pages={frozen.pid: sent})
+    # what a process that mapped memory there since would look like in its image
+    mm_path = frozen.images / f"mm-{frozen.pid}.img"
+    mm = read_image(mm_path)
+    entry: Any = mm.entries[0]
+    vma = entry.vmas.add()
+    vma.start, vma.end, vma.pgoff, vma.shmid = tramp, tramp + PAGE, 0, 0
+    vma.prot, vma.flags, vma.status, vma.fd = 3, 0x22, (1 << 0) | (1 << 9), -1
+    vmas = sorted(entry.vmas, key=lambda v: v.start)
+    del entry.vmas[:]
+    entry.vmas.extend(vmas)
+    write_image(mm_path, mm)
+    with pytest.raises(RestoreError, match="trampoline"):
+        target.cut_over(frozen.images)
 
 
-def test_kill_held_after_cut_over_leaves_nothing(programs: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "count.txt"
-    proc = start([str(programs["counter"]), str(out)])
-    src = ProcessSource(proc.pid)
-    try:
-        wait_lines(out, 2)
-        src.freeze()
-        target, sent, _ = _prepared(proc.pid, extra_area=False)
-        images = tmp_path / "images"
-        images.mkdir()
-        src.dump_final(images, skip_pages={proc.pid: sent})
-        result = target.cut_over(images)
-        # the source was never destroyed: it runs on, the restored copy is dropped
-        src.thaw()
-        kill_held(result)
-        wait_gone([result.root_pid, result.init_pid])  # dead, reaped by us (tracer) and their parent
-        n = len(lines(out))
-        wait_lines(out, n + 2)
-    finally:
-        src.thaw()
-        proc.kill()
-        proc.wait(timeout=10)
+def test_kill_held_after_cut_over_leaves_nothing(frozen: Frozen) -> None:
+    target, sent, _ = _prepared(frozen.pid, extra_area=False)
+    frozen.src.dump_final(frozen.images, skip_pages={frozen.pid: sent})
+    result = target.cut_over(frozen.images)
+    # the source was never destroyed: it runs on, the restored copy is dropped
+    frozen.src.thaw()
+    kill_held(result)
+    wait_gone([result.root_pid, result.init_pid])  # dead, reaped by us (tracer) and their parent
+    wait_lines(frozen.out, len(lines(frozen.out)) + 2)
