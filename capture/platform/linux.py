@@ -705,11 +705,11 @@ class LinuxPlatform:
     def read_maps(self, pid: int) -> tuple[Vma, ...]:
         import dataclasses
 
-        maps = self._read(f"{pid}/maps")
         primed = _PRIMED_VMFLAGS.pop((str(self.proc), pid), None)
+        maps = self._read(f"{pid}/maps") if primed is not None else ""
         if primed is not None and primed[0] == maps:
             flags = primed[1]
-        else:
+        else:  # smaps first, then maps (as always before priming existed)
             flags = parse_smaps_vmflags(self._read(f"{pid}/smaps"))
             maps = self._read(f"{pid}/maps")
         mf = self.proc / str(pid) / "map_files"
